@@ -1,0 +1,178 @@
+"""The `ferroloop.Loop` class: the Rust core plus asyncio's non-hot glue.
+
+The hot machinery — ready queue, timers, poller, handles, call_soon and
+friends, create_task/create_future, add_reader/add_writer and one loop
+iteration — lives in Rust (`_ferroloop.LoopCore`). What remains here is
+orchestration asyncio specifies in Python and that runs once per
+`run_until_complete` or once per error, not once per callback: the exception
+handler, executors, async-generator hooks, DNS through the executor and
+signal wiring. For those we bind *asyncio's own functions* of the running
+interpreter to our class, so their behaviour (messages, ordering, version
+differences between 3.11 and 3.13) is asyncio's by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import warnings
+import weakref
+from asyncio import base_events, events, selector_events, unix_events
+from typing import Any
+
+from . import _ferroloop
+
+# Typed as Any: we borrow their functions, including private ones.
+_Base: Any = base_events.BaseEventLoop
+_Selector: Any = selector_events.BaseSelectorEventLoop
+_Unix: Any = unix_events._UnixSelectorEventLoop
+_logger: Any = base_events.logger  # type: ignore[attr-defined]
+
+# asyncio's debug mode is on with PYTHONASYNCIODEBUG or `python -X dev`.
+_is_debug_mode: Any = getattr(asyncio.coroutines, "_is_debug_mode")
+
+
+# Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
+# scheduling methods' return types differ nominally from typeshed's.
+class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
+    """An asyncio event loop whose core is written in Rust."""
+
+    def __init__(self) -> None:
+        self._signal_handlers: dict = {}
+        self._ssock = self._csock = None
+        self._internal_fds = 0
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._exception_handler = None
+        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self.set_debug(_is_debug_mode())
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    # --- running ---------------------------------------------------------
+
+    def run_forever(self) -> None:
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_until_stopped()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    run_until_complete = _Base.run_until_complete
+    _check_running = _Base._check_running
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self._debug:
+            _logger.debug("Close %r", self)
+        if self._ssock is not None:
+            self._close_self_pipe()
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown stage, "
+                "skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+    # --- debug -------------------------------------------------------------
+
+    set_debug = _Base.set_debug
+    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
+    _check_thread = _Base._check_thread
+    _check_callback = _Base._check_callback
+
+    # --- errors ------------------------------------------------------------
+
+    get_exception_handler = _Base.get_exception_handler
+    set_exception_handler = _Base.set_exception_handler
+    default_exception_handler = _Base.default_exception_handler
+    call_exception_handler = _Base.call_exception_handler
+
+    # --- async generators ----------------------------------------------------
+
+    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
+    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
+    shutdown_asyncgens = _Base.shutdown_asyncgens
+
+    # --- executors and DNS ---------------------------------------------------
+
+    run_in_executor = _Base.run_in_executor
+    set_default_executor = _Base.set_default_executor
+    shutdown_default_executor = _Base.shutdown_default_executor
+    if hasattr(_Base, "_do_shutdown"):
+        _do_shutdown = _Base._do_shutdown
+    if hasattr(_Base, "_check_default_executor"):
+        _check_default_executor = _Base._check_default_executor
+    getaddrinfo = _Base.getaddrinfo
+    getnameinfo = _Base.getnameinfo
+    _getaddrinfo_debug = _Base._getaddrinfo_debug
+
+    # --- signals -----------------------------------------------------------
+    # Signal numbers arrive through `signal.set_wakeup_fd` on a socket pair
+    # watched by the poller, exactly as in asyncio's Unix loop. The pair is
+    # made on first use rather than for every loop.
+
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
+        if self._ssock is None and not self.is_closed():
+            self._make_self_pipe()
+        _Unix.add_signal_handler(self, sig, callback, *args)
+
+    remove_signal_handler = _Unix.remove_signal_handler
+    _handle_signal = _Unix._handle_signal
+    _check_signal = _Unix._check_signal
+    _process_self_data = _Unix._process_self_data
+    _add_callback_signalsafe = _Base._add_callback_signalsafe
+    _make_self_pipe = _Selector._make_self_pipe
+    _close_self_pipe = _Selector._close_self_pipe
+    _read_from_self = _Selector._read_from_self
+    _write_to_self = _Selector._write_to_self
+
+
+def new_event_loop() -> Loop:
+    """Create a new ferroloop event loop."""
+    # Networking and subprocess methods are still asyncio's abstract ones.
+    return Loop()  # type: ignore[abstract]

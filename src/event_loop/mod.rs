@@ -1,0 +1,508 @@
+//! The loop: ready queue, timers and poller, exposed as the `LoopCore` base
+//! class that `ferroloop.Loop` extends.
+//!
+//! # Implementation
+//! One iteration (`run_once`) follows CPython's `BaseEventLoop._run_once`
+//! step for step: drop cancelled timers, compute the poll timeout (zero if
+//! callbacks are ready or the loop is stopping), poll with the GIL released,
+//! queue the callbacks of ready descriptors and of expired timers, then run
+//! exactly the callbacks that were ready when the run started — those
+//! scheduled meanwhile wait for the next iteration.
+//!
+//! Borrow discipline: the pyclass is borrowed only for short spans that
+//! never call Python and never drop a Python object (dropping can run a
+//! finalizer, which can call back into the loop); objects to drop are moved
+//! out first. The poller lives behind an `Arc` so the wait runs with the GIL
+//! released and no borrow held, and so other threads can wake it.
+
+mod fds;
+mod run;
+mod tasks;
+
+use crate::clock;
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+use crate::poller::Poller;
+use crate::timers::TimerHeap;
+use pyo3::exceptions::PyTypeError;
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use crate::sys::EventBuf;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Something in the ready queue: our own handle, or a handle-like object from
+/// Python (asyncio code such as the signal machinery builds `events.Handle`s
+/// and queues them with `_add_callback`).
+pub(crate) enum Ready {
+    Native(Py<Handle>),
+    Foreign(Py<PyAny>),
+}
+
+/// The reader and writer registered for one descriptor.
+#[derive(Default)]
+pub(crate) struct FdHandlers {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+}
+
+#[pyclass(module = "ferroloop._ferroloop", subclass)]
+pub struct LoopCore {
+    ready: VecDeque<Ready>,
+    /// The previous iteration's emptied batch, kept for its capacity.
+    spare: VecDeque<Ready>,
+    timers: TimerHeap<Py<TimerHandle>>,
+    cancelled_timers: Arc<AtomicUsize>,
+    fds: HashMap<RawFd, FdHandlers>,
+    poller: Option<Arc<Poller>>,
+    events: EventBuf,
+    stopping: bool,
+    closed: bool,
+    debug: bool,
+    thread_id: Option<u64>,
+    task_factory: Option<Py<PyAny>>,
+    current_handle: Option<Py<PyAny>>,
+    slow_callback_duration: f64,
+}
+
+/// asyncio's `MAXIMUM_SELECT_TIMEOUT`: a day.
+const MAX_TIMEOUT: f64 = 24.0 * 3600.0;
+
+impl LoopCore {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed {
+            Err(errors::loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// asyncio's debug-mode checks before a callback is scheduled: the
+    /// calling thread (unless threadsafe) and the callback's type.
+    fn debug_checks(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        if check_thread {
+            slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
+        }
+        slf.call_method1(pyo3::intern!(slf.py(), "_check_callback"), (callback, method))?;
+        Ok(())
+    }
+
+    fn make_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        Handle::new(
+            py,
+            callback.clone().unbind(),
+            args.clone().unbind(),
+            context,
+            slf.clone().into_any().unbind(),
+            debug,
+        )
+    }
+
+    /// `call_soon` without the checks: queue and return a new handle.
+    fn push_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
+        let queued = handle.clone_ref(py);
+        slf.borrow_mut().ready.push_back(Ready::Native(queued));
+        Ok(handle)
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let (debug, counter) = {
+            let this = slf.borrow();
+            this.check_closed()?;
+            (this.debug, this.cancelled_timers.clone())
+        };
+        if debug {
+            Self::debug_checks(slf, callback, "call_at", true)?;
+        }
+        let base = Self::make_handle(slf, callback, args, context, debug)?;
+        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, counter));
+        let timer = Py::new(py, init)?;
+        slf.borrow_mut().timers.push(when, timer.clone_ref(py));
+        Ok(timer)
+    }
+}
+
+/// `float(x)` for a delay or deadline; None gets asyncio's own message.
+fn seconds(value: &Bound<'_, PyAny>, none_msg: &str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_msg.to_string()));
+    }
+    value.extract::<f64>()
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let poller = Poller::new().map_err(errors::os_error)?;
+        Ok(Self {
+            ready: VecDeque::new(),
+            spare: VecDeque::new(),
+            timers: TimerHeap::default(),
+            cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            fds: HashMap::new(),
+            poller: Some(Arc::new(poller)),
+            events: EventBuf::default(),
+            stopping: false,
+            closed: false,
+            debug: false,
+            thread_id: None,
+            task_factory: None,
+            current_handle: None,
+            slow_callback_duration: 0.1,
+        })
+    }
+
+    // --- scheduling -------------------------------------------------------
+
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let debug = {
+            let this = slf.borrow();
+            this.check_closed()?;
+            this.debug
+        };
+        if debug {
+            Self::debug_checks(slf, callback, "call_soon", true)?;
+        }
+        Self::push_soon(slf, callback, args, context, debug)
+    }
+
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let debug = {
+            let this = slf.borrow();
+            this.check_closed()?;
+            this.debug
+        };
+        if debug {
+            Self::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
+        }
+        let handle = Self::push_soon(slf, callback, args, context, debug)?;
+        if let Some(p) = &slf.borrow().poller {
+            p.wake();
+        }
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let delay = seconds(delay, "delay must not be None")?;
+        Self::schedule_at(slf, clock::now() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = seconds(when, "when cannot be None")?;
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    fn time(&self) -> f64 {
+        clock::now()
+    }
+
+    /// Queues an existing handle (asyncio's private `_add_callback`).
+    fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let item = match handle.cast::<Handle>() {
+            Ok(h) if h.get().is_cancelled() => return Ok(()),
+            Ok(h) => Ready::Native(h.clone().unbind()),
+            Err(_) => {
+                if handle.getattr(pyo3::intern!(slf.py(), "_cancelled"))?.is_truthy()? {
+                    return Ok(());
+                }
+                Ready::Foreign(handle.clone().unbind())
+            }
+        };
+        slf.borrow_mut().ready.push_back(item);
+        Ok(())
+    }
+
+    /// Kept for code written against asyncio's TimerHandle protocol; our
+    /// own handles count themselves.
+    fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) {
+        if handle.cast::<TimerHandle>().is_err() {
+            self.cancelled_timers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    // --- running ----------------------------------------------------------
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run::run_once(slf)
+    }
+
+    /// Iterates until `stop()`: the body of `run_forever`, whose set-up and
+    /// tear-down stay in Python where asyncio's hooks live.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        loop {
+            run::run_once(slf)?;
+            if slf.borrow().stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread_id.is_some()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    /// Marks the loop closed and drops everything it holds; the Python
+    /// `close()` does asyncio's checks and the executor around it.
+    fn _close_core(slf: &Bound<'_, Self>) {
+        let (ready, timers, fds, poller) = {
+            let mut this = slf.borrow_mut();
+            this.closed = true;
+            (
+                std::mem::take(&mut this.ready),
+                this.timers.drain(),
+                std::mem::take(&mut this.fds),
+                this.poller.take(),
+            )
+        };
+        for t in &timers {
+            t.get().unschedule();
+        }
+        drop((ready, timers, fds, poller));
+    }
+
+    // --- state asyncio keeps as attributes ----------------------------------
+
+    fn get_debug(&self) -> bool {
+        self.debug
+    }
+
+    #[getter(_debug)]
+    fn debug_attr(&self) -> bool {
+        self.debug
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug = value.is_truthy()?;
+        Ok(())
+    }
+
+    #[getter(_stopping)]
+    fn stopping_attr(&self) -> bool {
+        self.stopping
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping_attr(&mut self, value: bool) {
+        self.stopping = value;
+    }
+
+    #[getter(_closed)]
+    fn closed_attr(&self) -> bool {
+        self.closed
+    }
+
+    #[getter(_thread_id)]
+    fn thread_id_attr(&self) -> Option<u64> {
+        self.thread_id
+    }
+
+    #[setter(_thread_id)]
+    fn set_thread_id_attr(&mut self, value: Option<u64>) {
+        self.thread_id = value;
+    }
+
+    #[getter(_current_handle)]
+    fn current_handle_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.current_handle.as_ref().map(|h| h.clone_ref(py))
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self) -> f64 {
+        self.slow_callback_duration
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&mut self, value: f64) {
+        self.slow_callback_duration = value;
+    }
+
+    #[getter(_task_factory)]
+    fn task_factory_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    fn set_task_factory(slf: &Bound<'_, Self>, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !factory.is_none() && !factory.is_callable() {
+            return Err(PyTypeError::new_err("task factory must be a callable or None"));
+        }
+        let new = (!factory.is_none()).then(|| factory.clone().unbind());
+        let old = std::mem::replace(&mut slf.borrow_mut().task_factory, new);
+        drop(old);
+        Ok(())
+    }
+
+    /// Number of scheduled timers, cancelled ones included (for tests and
+    /// introspection, like `len(loop._scheduled)`).
+    fn _timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn _ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
+    // --- futures and tasks --------------------------------------------------
+
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        tasks::create_future(slf)
+    }
+
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        tasks::create_task(slf, coro, name, context)
+    }
+
+    // --- file descriptors ---------------------------------------------------
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fds::add(slf, fd, callback, args, fds::Side::Read)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fds::add(slf, fd, callback, args, fds::Side::Write)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fds::remove(slf, fd, fds::Side::Read)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fds::remove(slf, fd, fds::Side::Write)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fds::add(slf, fd, callback, args, fds::Side::Read)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fds::remove(slf, fd, fds::Side::Read)
+    }
+
+    // --- garbage collection ---------------------------------------------
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for item in self.ready.iter().chain(self.spare.iter()) {
+            match item {
+                Ready::Native(h) => visit.call(h)?,
+                Ready::Foreign(h) => visit.call(h)?,
+            }
+        }
+        for t in self.timers.iter() {
+            visit.call(t)?;
+        }
+        for h in self.fds.values() {
+            visit.call(&h.reader)?;
+            visit.call(&h.writer)?;
+        }
+        visit.call(&self.task_factory)?;
+        visit.call(&self.current_handle)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.ready.clear();
+        self.spare.clear();
+        self.timers.drain();
+        self.fds.clear();
+        self.task_factory = None;
+        self.current_handle = None;
+    }
+}

@@ -1,0 +1,197 @@
+//! One iteration of the loop: CPython's `BaseEventLoop._run_once`.
+
+use super::{LoopCore, Ready, MAX_TIMEOUT};
+use crate::clock;
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+use crate::poller::{Readiness, WaitError};
+use crate::py;
+use pyo3::prelude::*;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+/// `time.get_clock_info('monotonic').resolution` on Linux.
+const CLOCK_RESOLUTION: f64 = 1e-9;
+
+pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let mut garbage: Vec<Py<TimerHandle>> = Vec::new();
+
+    // 1. Drop cancelled timers and work out how long we may sleep.
+    let (poller, mut events, timeout_ms) = {
+        let mut this = slf.borrow_mut();
+        let this = &mut *this;
+        let cancelled = this.cancelled_timers.load(Ordering::Relaxed);
+        if this.timers.should_purge(cancelled) {
+            garbage = this.timers.purge(|t| t.bind(py).as_super().get().is_cancelled());
+            this.cancelled_timers.fetch_sub(garbage.len().min(cancelled), Ordering::Relaxed);
+        } else {
+            while let Some((_, t)) = this.timers.peek() {
+                if !t.bind(py).as_super().get().is_cancelled() {
+                    break;
+                }
+                let (_, t) = this.timers.pop().expect("peeked");
+                this.cancelled_timers.fetch_sub(1, Ordering::Relaxed);
+                garbage.push(t);
+            }
+        }
+        let timeout = if !this.ready.is_empty() || this.stopping {
+            Some(0.0)
+        } else {
+            this.timers
+                .peek()
+                .map(|(when, _)| (when - clock::now()).clamp(0.0, MAX_TIMEOUT))
+        };
+        let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
+        (poller, std::mem::take(&mut this.events), timeout.map(timeout_to_ms))
+    };
+    for t in &garbage {
+        t.get().unschedule();
+    }
+    drop(garbage);
+
+    // 2. Poll, with the GIL released. With no descriptor registered there is
+    // nothing a zero-timeout poll could report, so that syscall is skipped;
+    // any registered descriptor is polled on every iteration, as asyncio does.
+    let mut ready_fds: Vec<Readiness> = Vec::new();
+    let nothing_to_poll = timeout_ms == Some(0) && slf.borrow().fds.is_empty();
+    if !nothing_to_poll {
+        let res = py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms));
+        match res {
+            Ok(()) => {}
+            Err(WaitError::Interrupted) => {
+                slf.borrow_mut().events = events;
+                py.check_signals()?;
+                events = std::mem::take(&mut slf.borrow_mut().events);
+            }
+            Err(WaitError::Os(e)) => {
+                slf.borrow_mut().events = events;
+                return Err(errors::os_error(e));
+            }
+        }
+    }
+
+    // 3. Queue the callbacks of ready descriptors and expired timers.
+    let mut dropped_fd_handles: Vec<Py<Handle>> = Vec::new();
+    let batch = {
+        let mut this = slf.borrow_mut();
+        let this = &mut *this;
+        this.events = events;
+        for r in &ready_fds {
+            super::fds::queue_ready(this, r, &mut dropped_fd_handles, py);
+        }
+        let end_time = clock::now() + CLOCK_RESOLUTION;
+        while let Some((when, _)) = this.timers.peek() {
+            // NOTE: a NaN deadline fails this test and fires, as it does in
+            // asyncio, whose comparison is the same.
+            if when >= end_time {
+                break;
+            }
+            let (_, t) = this.timers.pop().expect("peeked");
+            t.get().unschedule();
+            this.ready.push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
+        }
+        // 4. Take exactly what is ready now; later arrivals wait a turn.
+        let spare = std::mem::take(&mut this.spare);
+        std::mem::replace(&mut this.ready, spare)
+    };
+    drop(dropped_fd_handles);
+    run_batch(slf, batch)
+}
+
+/// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
+fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
+    let py = slf.py();
+    let debug = slf.borrow().debug;
+    while let Some(item) = batch.pop_front() {
+        let result = if debug {
+            run_timed(slf, &item)
+        } else {
+            run_item(py, &item)
+        };
+        drop(item);
+        if let Err(e) = result {
+            // SystemExit/KeyboardInterrupt: leave the rest queued, as asyncio
+            // leaves them in `_ready`.
+            let mut this = slf.borrow_mut();
+            while let Some(rest) = batch.pop_back() {
+                this.ready.push_front(rest);
+            }
+            this.spare = batch;
+            return Err(e);
+        }
+    }
+    let mut this = slf.borrow_mut();
+    if this.spare.capacity() < batch.capacity() {
+        this.spare = batch;
+    }
+    Ok(())
+}
+
+fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
+    match item {
+        Ready::Native(h) => {
+            let h = h.bind(py);
+            if h.get().is_cancelled() {
+                return Ok(());
+            }
+            Handle::run(h)
+        }
+        Ready::Foreign(h) => {
+            let h = h.bind(py);
+            if h.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
+                return Ok(());
+            }
+            h.call_method0(pyo3::intern!(py, "_run")).map(drop)
+        }
+    }
+}
+
+/// Debug mode: record the current handle and warn about slow callbacks.
+fn run_timed(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
+    let py = slf.py();
+    let handle: Py<PyAny> = match item {
+        Ready::Native(h) => {
+            if h.get().is_cancelled() {
+                return Ok(());
+            }
+            h.clone_ref(py).into_any()
+        }
+        Ready::Foreign(h) => h.clone_ref(py),
+    };
+    slf.borrow_mut().current_handle = Some(handle.clone_ref(py));
+    let t0 = clock::now();
+    let result = run_item(py, item);
+    let dt = clock::now() - t0;
+    let previous = slf.borrow_mut().current_handle.take();
+    drop(previous);
+    result?;
+    if dt >= slf.borrow().slow_callback_duration {
+        let a = py::asyncio(py)?;
+        let name = a.format_handle.bind(py).call1((handle,))?;
+        a.logger.bind(py).call_method1(
+            pyo3::intern!(py, "warning"),
+            ("Executing %s took %.3f seconds", name, dt),
+        )?;
+    }
+    Ok(())
+}
+
+/// Rounds up to whole milliseconds, as `selectors.EpollSelector` does, so a
+/// timer never fires early.
+fn timeout_to_ms(secs: f64) -> u64 {
+    (secs * 1e3).ceil() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeout_to_ms;
+
+    #[test]
+    fn timeouts_round_up() {
+        assert_eq!(timeout_to_ms(0.0), 0);
+        assert_eq!(timeout_to_ms(0.0000001), 1);
+        assert_eq!(timeout_to_ms(0.001), 1);
+        assert_eq!(timeout_to_ms(1.5), 1500);
+    }
+}

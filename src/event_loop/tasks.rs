@@ -1,0 +1,72 @@
+//! `create_future` and `create_task`: asyncio's own C Future and Task,
+//! constructed through vectorcall with the loop as keyword.
+
+use super::LoopCore;
+use crate::py;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+fn kwnames<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyTuple>>, names: &[&str]) -> PyResult<&'py Bound<'py, PyTuple>> {
+    let t = cell.get_or_try_init(py, || {
+        let items: Vec<Bound<'_, PyString>> = names.iter().map(|n| PyString::intern(py, n)).collect();
+        PyTuple::new(py, items).map(Bound::unbind)
+    })?;
+    Ok(t.bind(py))
+}
+
+pub(super) fn create_future(slf: &Bound<'_, LoopCore>) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let a = py::asyncio(py)?;
+    let names = kwnames(py, &KW_LOOP, &["loop"])?;
+    Ok(py::vectorcall(a.future.bind(py), &[slf.as_any()], Some(names))?.unbind())
+}
+
+pub(super) fn create_task(
+    slf: &Bound<'_, LoopCore>,
+    coro: &Bound<'_, PyAny>,
+    name: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let (has_factory, debug) = {
+        let this = slf.borrow();
+        this.check_closed()?;
+        (this.task_factory.is_some(), this.debug)
+    };
+    let a = py::asyncio(py)?;
+    let name = name.filter(|n| !n.is_none());
+    let context = context.filter(|c| !c.is_none());
+    if has_factory {
+        // The factory path differs between Python versions (how the name is
+        // applied); asyncio's own method gets it right for each.
+        let kw = PyDict::new(py);
+        kw.set_item("name", name)?;
+        kw.set_item("context", context)?;
+        return Ok(a.base_create_task.bind(py).call((slf, coro), Some(&kw))?.unbind());
+    }
+    static KW_L: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    static KW_LN: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    static KW_LC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    static KW_LNC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    let task = match (name, context) {
+        (None, None) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any()], Some(kwnames(py, &KW_L, &["loop"])?)),
+        (Some(n), None) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any(), n], Some(kwnames(py, &KW_LN, &["loop", "name"])?)),
+        (None, Some(c)) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any(), c], Some(kwnames(py, &KW_LC, &["loop", "context"])?)),
+        (Some(n), Some(c)) => py::vectorcall(
+            a.task.bind(py),
+            &[coro, slf.as_any(), n, c],
+            Some(kwnames(py, &KW_LNC, &["loop", "name", "context"])?),
+        ),
+    }?;
+    if debug {
+        // asyncio drops create_task's own frame from the task's traceback.
+        let tb = task.getattr(pyo3::intern!(py, "_source_traceback"))?;
+        if tb.is_truthy()? {
+            tb.del_item(-1)?;
+        }
+    }
+    Ok(task.unbind())
+}

@@ -1,0 +1,332 @@
+//! Handles: what `call_soon`, `call_later` and `add_reader` return.
+//!
+//! A handle is immutable once created but for its cancelled flag, so both
+//! classes are frozen pyclasses: the loop reads them without borrow checks,
+//! and `cancel()` may come from any thread. Unlike asyncio, a cancelled
+//! handle keeps its callback until the loop drops the handle (at once for the
+//! ready queue, at the next purge for timers); the `repr` hides it as
+//! asyncio's does.
+
+use crate::py;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
+pub struct Handle {
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    context: Py<PyAny>,
+    loop_: Py<PyAny>,
+    cancelled: AtomicBool,
+    source_traceback: Option<Py<PyAny>>,
+    /// In debug mode, the repr taken at cancel time (asyncio keeps it so a
+    /// slow-callback warning can still name the callback).
+    saved_repr: OnceLock<Py<PyString>>,
+}
+
+impl Handle {
+    /// `context=None` means the caller's current context, as in asyncio.
+    pub fn new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+        loop_: Py<PyAny>,
+        debug: bool,
+    ) -> PyResult<Self> {
+        let context = match context {
+            Some(c) => c,
+            None => py::copy_context(py)?,
+        };
+        let source_traceback = if debug {
+            Some(py::extract_stack(py)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            callback,
+            args,
+            context,
+            loop_,
+            cancelled: AtomicBool::new(false),
+            source_traceback,
+            saved_repr: OnceLock::new(),
+        })
+    }
+
+    /// `handle.cancel()` from Rust.
+    pub fn cancel_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().mark_cancelled(slf.as_any()).map(drop)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Marks the handle cancelled; returns false if it already was.
+    fn mark_cancelled(&self, slf: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let py = slf.py();
+        let debug = self
+            .loop_
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "get_debug"))?
+            .is_truthy()?;
+        if debug {
+            let r = slf.repr()?.unbind();
+            let _already = self.saved_repr.set(r);
+        }
+        self.cancelled.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Runs the callback in its context. Errors go to the loop's exception
+    /// handler; only SystemExit and KeyboardInterrupt (and a failing
+    /// exception handler) come back, to stop the loop, as in asyncio.
+    pub fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let cb = this.callback.bind(py);
+        let args = this.args.bind(py);
+        let result = py::run_in_context(this.context.bind(py), || {
+            if args.is_empty() {
+                cb.call0()
+            } else {
+                cb.call1(args)
+            }
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => this.report(slf.as_any(), err),
+        }
+    }
+
+    fn report(&self, slf: &Bound<'_, PyAny>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(err);
+        }
+        let loop_ = self.loop_.bind(py);
+        let debug = loop_.call_method0(pyo3::intern!(py, "get_debug"))?.is_truthy()?;
+        let cb = py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", format!("Exception in callback {cb}"))?;
+        ctx.set_item("exception", err.into_value(py))?;
+        ctx.set_item("handle", slf)?;
+        if let Some(tb) = self.non_empty_traceback(py) {
+            ctx.set_item("source_traceback", tb)?;
+        }
+        loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    }
+
+    fn non_empty_traceback<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {
+        self.source_traceback
+            .as_ref()
+            .map(|t| t.bind(py))
+            .filter(|t| t.is_truthy().unwrap_or(false))
+    }
+
+    /// asyncio's `Handle._repr_info()`, with `when=` spliced in for timers.
+    fn repr_info(&self, py: Python<'_>, class: &str, when: Option<f64>) -> PyResult<String> {
+        let mut info = vec![class.to_string()];
+        let cancelled = self.is_cancelled();
+        if cancelled {
+            info.push("cancelled".into());
+        }
+        if let Some(w) = when {
+            info.push(format!("when={}", pyo3::types::PyFloat::new(py, w).str()?));
+        }
+        if !cancelled {
+            let debug = self
+                .loop_
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "get_debug"))?
+                .is_truthy()?;
+            let src = py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
+            info.push(src.to_string());
+        }
+        if let Some(tb) = self.non_empty_traceback(py) {
+            let frame = tb.get_item(-1)?;
+            info.push(format!("created at {}:{}", frame.get_item(0)?, frame.get_item(1)?));
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().mark_cancelled(slf.as_any())?;
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[pyo3(name = "_run")]
+    fn py_run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    #[getter(_callback)]
+    fn callback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        (!self.is_cancelled()).then(|| self.callback.clone_ref(py))
+    }
+
+    #[getter(_args)]
+    fn args_attr(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        (!self.is_cancelled()).then(|| self.args.clone_ref(py))
+    }
+
+    #[getter(_cancelled)]
+    fn cancelled_attr(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter(_loop)]
+    fn loop_attr(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter(_context)]
+    fn context_attr(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter(_source_traceback)]
+    fn source_traceback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(r) = this.saved_repr.get() {
+            return Ok(r.bind(py).to_string());
+        }
+        let class = slf.get_type().name()?.to_string();
+        this.repr_info(py, &class, None)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        Ok(())
+    }
+}
+
+/// A handle with a deadline: what `call_later` and `call_at` return.
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen)]
+pub struct TimerHandle {
+    when: f64,
+    /// True while the handle sits in the loop's timer heap.
+    scheduled: AtomicBool,
+    /// The loop's count of cancelled timers still in its heap, which drives
+    /// the purge rule.
+    cancelled_in_heap: Arc<AtomicUsize>,
+}
+
+impl TimerHandle {
+    pub fn new(when: f64, cancelled_in_heap: Arc<AtomicUsize>) -> Self {
+        Self {
+            when,
+            scheduled: AtomicBool::new(true),
+            cancelled_in_heap,
+        }
+    }
+
+    pub fn deadline(&self) -> f64 {
+        self.when
+    }
+
+    /// Called when the loop takes the handle out of its heap.
+    pub fn unschedule(&self) {
+        self.scheduled.store(false, Ordering::Relaxed);
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter(_when)]
+    fn when_attr(&self) -> f64 {
+        self.when
+    }
+
+    #[getter(_scheduled)]
+    fn scheduled_attr(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let base = slf.as_super();
+        if base.get().mark_cancelled(slf.as_any())? && slf.get().scheduled.load(Ordering::Relaxed) {
+            slf.get().cancelled_in_heap.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let base = slf.as_super().get();
+        if let Some(r) = base.saved_repr.get() {
+            return Ok(r.bind(py).to_string());
+        }
+        let class = slf.get_type().name()?.to_string();
+        base.repr_info(py, &class, Some(slf.get().when))
+    }
+
+    fn __hash__(&self) -> u64 {
+        // Same as hash(self._when) for the common case of finite floats is
+        // not required; equal handles (equal `when`) hash equally.
+        self.when.to_bits()
+    }
+
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a < b || Self::same(slf, other)?,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a > b || Self::same(slf, other)?,
+            CompareOp::Eq => Self::same(slf, other)?,
+            CompareOp::Ne => !Self::same(slf, other)?,
+        };
+        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+}
+
+impl TimerHandle {
+    /// asyncio's TimerHandle.__eq__: same deadline, callback, args and state.
+    fn same(a: &Bound<'_, Self>, b: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = a.py();
+        let (ha, hb) = (a.as_super().get(), b.as_super().get());
+        Ok(a.get().when == b.get().when
+            && ha.callback.bind(py).eq(hb.callback.bind(py))?
+            && ha.args.bind(py).eq(hb.args.bind(py))?
+            && ha.is_cancelled() == hb.is_cancelled())
+    }
+}

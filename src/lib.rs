@@ -1,0 +1,24 @@
+//! ferroloop: asyncio's event loop, with the hot paths in Rust.
+//!
+//! This file only registers; each asyncio concept lives in its own module.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod clock;
+mod errors;
+mod event_loop;
+mod handles;
+mod poller;
+mod py;
+mod sys;
+pub mod timers;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

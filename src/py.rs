@@ -1,0 +1,142 @@
+//! Cached imports, interned names, and the raw FFI the loop needs.
+//!
+//! asyncio objects the hot paths call (Future, Task, the formatting helpers
+//! its error messages use) are imported once per interpreter and reused.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+
+/// The asyncio internals ferroloop reuses so its messages match asyncio's.
+pub struct Asyncio {
+    pub future: Py<PyAny>,
+    pub task: Py<PyAny>,
+    /// `BaseEventLoop.create_task`: the task-factory path, whose naming rules
+    /// differ between Python versions.
+    pub base_create_task: Py<PyAny>,
+    pub format_callback_source: Py<PyAny>,
+    /// 3.13 added a `debug` keyword to the formatting helpers.
+    pub format_takes_debug: bool,
+    pub format_handle: Py<PyAny>,
+    pub logger: Py<PyAny>,
+    pub extract_stack: Py<PyAny>,
+    pub getframe: Py<PyAny>,
+}
+
+static ASYNCIO: PyOnceLock<Asyncio> = PyOnceLock::new();
+
+pub fn asyncio(py: Python<'_>) -> PyResult<&'static Asyncio> {
+    ASYNCIO.get_or_try_init(py, || {
+        let asyncio = py.import("asyncio")?;
+        let base = py.import("asyncio.base_events")?;
+        let helpers = py.import("asyncio.format_helpers")?;
+        let sys = py.import("sys")?;
+        Ok(Asyncio {
+            future: asyncio.getattr("Future")?.unbind(),
+            task: asyncio.getattr("Task")?.unbind(),
+            base_create_task: base
+                .getattr("BaseEventLoop")?
+                .getattr("create_task")?
+                .unbind(),
+            format_callback_source: helpers.getattr("_format_callback_source")?.unbind(),
+            format_takes_debug: py.version_info() >= (3, 13),
+            format_handle: base.getattr("_format_handle")?.unbind(),
+            logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
+            extract_stack: helpers.getattr("extract_stack")?.unbind(),
+            getframe: sys.getattr("_getframe")?.unbind(),
+        })
+    })
+}
+
+/// `format_helpers._format_callback_source(callback, args)`.
+pub fn format_callback_source<'py>(
+    py: Python<'py>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    debug: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let a = asyncio(py)?;
+    let f = a.format_callback_source.bind(py);
+    if a.format_takes_debug {
+        let kw = PyDict::new(py);
+        kw.set_item(pyo3::intern!(py, "debug"), debug)?;
+        f.call((callback, args), Some(&kw))
+    } else {
+        f.call1((callback, args))
+    }
+}
+
+/// The current stack, as asyncio's debug mode records it for a handle.
+pub fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let a = asyncio(py)?;
+    let frame = a.getframe.bind(py).call1((0,))?;
+    Ok(a.extract_stack.bind(py).call1((frame,))?.unbind())
+}
+
+/// `contextvars.copy_context()`.
+pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held (we have `py`); returns a new
+    // reference or NULL with an exception set, which from_owned_ptr_or_err
+    // turns into a PyErr.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
+}
+
+/// Runs `f` inside `ctx`, as `Context.run` does, without building the
+/// argument tuple `Context.run(callback, *args)` would need.
+pub fn run_in_context<'py, R>(
+    ctx: &Bound<'py, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    let py = ctx.py();
+    if !is_context(ctx) {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "an instance of Context was expected, got {}",
+            ctx.get_type().name()?
+        )));
+    }
+    // SAFETY: `ctx` is a live contextvars.Context (checked above) and we hold
+    // the GIL; PyContext_Enter returns -1 with an exception set when the
+    // context is already entered.
+    if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: we entered `ctx` just above on this thread, so exiting it is
+    // balanced; it can only fail if the context stack was corrupted by
+    // someone else, which we report.
+    if unsafe { ffi::PyContext_Exit(ctx.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result
+}
+
+fn is_context(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: PyContext_CheckExact only reads the object's type pointer; the
+    // object is alive for the borrow.
+    unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
+}
+
+/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall, so
+/// the hot constructors (Future, Task) build no argument tuple or dict.
+pub fn vectorcall<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    kwnames: Option<&Bound<'py, PyTuple>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.as_ptr()).collect();
+    let nkw = kwnames.map_or(0, |k| k.len());
+    debug_assert!(nkw <= ptrs.len());
+    let npos = ptrs.len() - nkw;
+    let names = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: every pointer in `ptrs` is a live object borrowed for the call;
+    // `npos` positional arguments are followed by one value per keyword name
+    // in `names` (a tuple of str, or NULL), which is the vectorcall protocol;
+    // we hold the GIL. The result is a new reference or NULL with an
+    // exception set.
+    unsafe {
+        let res = ffi::PyObject_Vectorcall(callable.as_ptr(), ptrs.as_ptr(), npos, names);
+        Bound::from_owned_ptr_or_err(py, res)
+    }
+}

@@ -1,0 +1,30 @@
+//! The operating-system layer: the only place raw file descriptors are
+//! turned into Rust's I/O-safe types.
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+/// Borrows a descriptor that Python code handed us as an integer.
+///
+/// asyncio's API takes raw descriptors whose lifetime the caller manages, so
+/// the borrow is only ever used for the duration of one syscall, which
+/// validates the number itself (EBADF for a closed one).
+pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller only uses the result within a single syscall; the
+    // kernel rejects a descriptor that is not open with EBADF, so a stale
+    // number cannot cause memory unsafety, only an error we report.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// A reusable buffer for `epoll_wait` results.
+///
+/// rustix's `Event` can carry a pointer as its user data, which makes it
+/// neither Send nor Sync; we only ever store descriptor numbers there, so
+/// the buffer may move with the loop between threads.
+#[derive(Default)]
+pub struct EventBuf(pub Vec<rustix::event::epoll::Event>);
+
+// SAFETY: the only user data we put in an Event is a u64 descriptor number
+// (see poller.rs); no pointer is ever stored or dereferenced.
+unsafe impl Send for EventBuf {}
+// SAFETY: as above; shared references only read plain integers.
+unsafe impl Sync for EventBuf {}
