@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml requirements-dev.txt
 venv: $(STAMP)  ## create .venv with the build and test tools
 
 build: $(STAMP)  ## build the extension (release) into .venv
-	$(VENV)/bin/maturin develop --release -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
-test: build  ## every test: pytest, cargo test
+test: build  ## every test: pytest, cargo test, conformance (modules in scope)
 	$(VPY) -m pytest -q
 	cargo test -q
+	$(VPY) tests/conformance/run.py -j 2
 
 pytest: build  ## ferroloop's own pytest suite
 	$(VPY) -m pytest -q

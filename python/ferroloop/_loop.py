@@ -74,13 +74,28 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
-            self._run_until_stopped()
+            if self._run_once_overridden():
+                while True:
+                    self._run_once()
+                    if self._stopping:
+                        break
+            else:
+                self._run_until_stopped()
         finally:
             self._stopping = False
             self._thread_id = None
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def _run_once_overridden(self) -> bool:
+        # Code that wraps or replaces `_run_once` (nest_asyncio, test
+        # harnesses counting iterations) must see every iteration go through
+        # it; otherwise the whole loop stays in Rust.
+        return (
+            "_run_once" in self.__dict__
+            or type(self)._run_once is not _ferroloop.LoopCore._run_once
+        )
 
     run_until_complete = _Base.run_until_complete
     _check_running = _Base._check_running
