@@ -7,6 +7,7 @@
 //! ready queue, at the next purge for timers); the `repr` hides it as
 //! asyncio's does.
 
+use crate::event_loop::LoopCore;
 use crate::py;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::{PyTraverseError, PyVisit};
@@ -59,6 +60,17 @@ impl Handle {
         })
     }
 
+    /// `self._loop.get_debug()`, read directly when the loop is ours.
+    fn loop_debug(&self, py: Python<'_>) -> PyResult<bool> {
+        let loop_ = self.loop_.bind(py);
+        if let Ok(core) = loop_.cast::<LoopCore>() {
+            if let Ok(core) = core.try_borrow() {
+                return Ok(core.debug_enabled());
+            }
+        }
+        loop_.call_method0(pyo3::intern!(py, "get_debug"))?.is_truthy()
+    }
+
     /// `handle.cancel()` from Rust.
     pub fn cancel_native(slf: &Bound<'_, Self>) -> PyResult<()> {
         slf.get().mark_cancelled(slf.as_any()).map(drop)
@@ -74,11 +86,7 @@ impl Handle {
             return Ok(false);
         }
         let py = slf.py();
-        let debug = self
-            .loop_
-            .bind(py)
-            .call_method0(pyo3::intern!(py, "get_debug"))?
-            .is_truthy()?;
+        let debug = self.loop_debug(py)?;
         if debug {
             let r = slf.repr()?.unbind();
             let _already = self.saved_repr.set(r);
@@ -114,7 +122,9 @@ impl Handle {
             return Err(err);
         }
         let loop_ = self.loop_.bind(py);
-        let debug = loop_.call_method0(pyo3::intern!(py, "get_debug"))?.is_truthy()?;
+        let debug = loop_
+            .call_method0(pyo3::intern!(py, "get_debug"))?
+            .is_truthy()?;
         let cb = py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
         let ctx = PyDict::new(py);
         ctx.set_item("message", format!("Exception in callback {cb}"))?;
@@ -145,17 +155,18 @@ impl Handle {
             info.push(format!("when={}", pyo3::types::PyFloat::new(py, w).str()?));
         }
         if !cancelled {
-            let debug = self
-                .loop_
-                .bind(py)
-                .call_method0(pyo3::intern!(py, "get_debug"))?
-                .is_truthy()?;
-            let src = py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
+            let debug = self.loop_debug(py)?;
+            let src =
+                py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
             info.push(src.to_string());
         }
         if let Some(tb) = self.non_empty_traceback(py) {
             let frame = tb.get_item(-1)?;
-            info.push(format!("created at {}:{}", frame.get_item(0)?, frame.get_item(1)?));
+            info.push(format!(
+                "created at {}:{}",
+                frame.get_item(0)?,
+                frame.get_item(1)?
+            ));
         }
         Ok(format!("<{}>", info.join(" ")))
     }
@@ -301,7 +312,11 @@ impl TimerHandle {
         self.when.to_bits()
     }
 
-    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
@@ -315,7 +330,10 @@ impl TimerHandle {
             CompareOp::Eq => Self::same(slf, other)?,
             CompareOp::Ne => !Self::same(slf, other)?,
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

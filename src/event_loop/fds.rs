@@ -33,10 +33,17 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         obj.call_method0(pyo3::intern!(obj.py(), "fileno"))
             .and_then(|n| n.call_method0(pyo3::intern!(obj.py(), "__index__")))
             .and_then(|n| n.extract())
-            .map_err(|_| PyValueError::new_err(format!("Invalid file object: {}", obj.repr().map(|r| r.to_string()).unwrap_or_default())))?
+            .map_err(|_| {
+                PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
@@ -81,7 +88,11 @@ pub(super) fn add(
     Ok(handle)
 }
 
-pub(super) fn remove(slf: &Bound<'_, LoopCore>, fileobj: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
+pub(super) fn remove(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+    side: Side,
+) -> PyResult<bool> {
     let py = slf.py();
     if slf.borrow().closed {
         return Ok(false);
@@ -116,7 +127,12 @@ fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Py<Handle>> {
 /// Queues the callbacks of a ready descriptor; a cancelled reader or writer
 /// is unregistered instead (asyncio's `_process_events`). Detached handles
 /// go to `dropped`, to be released once the loop is no longer borrowed.
-pub(super) fn queue_ready(this: &mut LoopCore, r: &Readiness, dropped: &mut Vec<Py<Handle>>, py: Python<'_>) {
+pub(super) fn queue_ready(
+    this: &mut LoopCore,
+    r: &Readiness,
+    dropped: &mut Vec<Py<Handle>>,
+    py: Python<'_>,
+) {
     for (wanted, side) in [(r.readable, Side::Read), (r.writable, Side::Write)] {
         if !wanted {
             continue;

@@ -23,12 +23,12 @@ use crate::clock;
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::Poller;
+use crate::sys::EventBuf;
 use crate::timers::TimerHeap;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use crate::sys::EventBuf;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,6 +72,10 @@ pub struct LoopCore {
 const MAX_TIMEOUT: f64 = 24.0 * 3600.0;
 
 impl LoopCore {
+    pub(crate) fn debug_enabled(&self) -> bool {
+        self.debug
+    }
+
     fn check_closed(&self) -> PyResult<()> {
         if self.closed {
             Err(errors::loop_closed())
@@ -91,7 +95,10 @@ impl LoopCore {
         if check_thread {
             slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
         }
-        slf.call_method1(pyo3::intern!(slf.py(), "_check_callback"), (callback, method))?;
+        slf.call_method1(
+            pyo3::intern!(slf.py(), "_check_callback"),
+            (callback, method),
+        )?;
         Ok(())
     }
 
@@ -260,7 +267,10 @@ impl LoopCore {
             Ok(h) if h.get().is_cancelled() => return Ok(()),
             Ok(h) => Ready::Native(h.clone().unbind()),
             Err(_) => {
-                if handle.getattr(pyo3::intern!(slf.py(), "_cancelled"))?.is_truthy()? {
+                if handle
+                    .getattr(pyo3::intern!(slf.py(), "_cancelled"))?
+                    .is_truthy()?
+                {
                     return Ok(());
                 }
                 Ready::Foreign(handle.clone().unbind())
@@ -398,7 +408,9 @@ impl LoopCore {
 
     fn set_task_factory(slf: &Bound<'_, Self>, factory: &Bound<'_, PyAny>) -> PyResult<()> {
         if !factory.is_none() && !factory.is_callable() {
-            return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
         }
         let new = (!factory.is_none()).then(|| factory.clone().unbind());
         let old = std::mem::replace(&mut slf.borrow_mut().task_factory, new);

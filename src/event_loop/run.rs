@@ -23,8 +23,11 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         let this = &mut *this;
         let cancelled = this.cancelled_timers.load(Ordering::Relaxed);
         if this.timers.should_purge(cancelled) {
-            garbage = this.timers.purge(|t| t.bind(py).as_super().get().is_cancelled());
-            this.cancelled_timers.fetch_sub(garbage.len().min(cancelled), Ordering::Relaxed);
+            garbage = this
+                .timers
+                .purge(|t| t.bind(py).as_super().get().is_cancelled());
+            this.cancelled_timers
+                .fetch_sub(garbage.len().min(cancelled), Ordering::Relaxed);
         } else {
             while let Some((_, t)) = this.timers.peek() {
                 if !t.bind(py).as_super().get().is_cancelled() {
@@ -43,7 +46,11 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 .map(|(when, _)| (when - clock::now()).clamp(0.0, MAX_TIMEOUT))
         };
         let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
-        (poller, std::mem::take(&mut this.events), timeout.map(timeout_to_ms))
+        (
+            poller,
+            std::mem::take(&mut this.events),
+            timeout.map(timeout_to_ms),
+        )
     };
     for t in &garbage {
         t.get().unschedule();
@@ -89,7 +96,8 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             }
             let (_, t) = this.timers.pop().expect("peeked");
             t.get().unschedule();
-            this.ready.push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
+            this.ready
+                .push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
         }
         // 4. Take exactly what is ready now; later arrivals wait a turn.
         let spare = std::mem::take(&mut this.spare);

@@ -9,9 +9,14 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
-fn kwnames<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyTuple>>, names: &[&str]) -> PyResult<&'py Bound<'py, PyTuple>> {
+fn kwnames<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyTuple>>,
+    names: &[&str],
+) -> PyResult<&'py Bound<'py, PyTuple>> {
     let t = cell.get_or_try_init(py, || {
-        let items: Vec<Bound<'_, PyString>> = names.iter().map(|n| PyString::intern(py, n)).collect();
+        let items: Vec<Bound<'_, PyString>> =
+            names.iter().map(|n| PyString::intern(py, n)).collect();
         PyTuple::new(py, items).map(Bound::unbind)
     })?;
     Ok(t.bind(py))
@@ -45,16 +50,32 @@ pub(super) fn create_task(
         let kw = PyDict::new(py);
         kw.set_item("name", name)?;
         kw.set_item("context", context)?;
-        return Ok(a.base_create_task.bind(py).call((slf, coro), Some(&kw))?.unbind());
+        return Ok(a
+            .base_create_task
+            .bind(py)
+            .call((slf, coro), Some(&kw))?
+            .unbind());
     }
     static KW_L: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     static KW_LN: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     static KW_LC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     static KW_LNC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     let task = match (name, context) {
-        (None, None) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any()], Some(kwnames(py, &KW_L, &["loop"])?)),
-        (Some(n), None) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any(), n], Some(kwnames(py, &KW_LN, &["loop", "name"])?)),
-        (None, Some(c)) => py::vectorcall(a.task.bind(py), &[coro, slf.as_any(), c], Some(kwnames(py, &KW_LC, &["loop", "context"])?)),
+        (None, None) => py::vectorcall(
+            a.task.bind(py),
+            &[coro, slf.as_any()],
+            Some(kwnames(py, &KW_L, &["loop"])?),
+        ),
+        (Some(n), None) => py::vectorcall(
+            a.task.bind(py),
+            &[coro, slf.as_any(), n],
+            Some(kwnames(py, &KW_LN, &["loop", "name"])?),
+        ),
+        (None, Some(c)) => py::vectorcall(
+            a.task.bind(py),
+            &[coro, slf.as_any(), c],
+            Some(kwnames(py, &KW_LC, &["loop", "context"])?),
+        ),
         (Some(n), Some(c)) => py::vectorcall(
             a.task.bind(py),
             &[coro, slf.as_any(), n, c],
