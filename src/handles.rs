@@ -68,7 +68,9 @@ impl Handle {
                 return Ok(core.debug_enabled());
             }
         }
-        loop_.call_method0(pyo3::intern!(py, "get_debug"))?.is_truthy()
+        loop_
+            .call_method0(pyo3::intern!(py, "get_debug"))?
+            .is_truthy()
     }
 
     /// `handle.cancel()` from Rust.

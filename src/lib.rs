@@ -11,6 +11,7 @@ mod poller;
 mod py;
 mod sys;
 pub mod timers;
+mod transports;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<transports::stream::StreamTransport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -23,7 +23,7 @@ import weakref
 from asyncio import base_events, events, selector_events, unix_events
 from typing import Any
 
-from . import _ferroloop
+from . import _ferroloop, _transports
 
 # Typed as Any: we borrow their functions, including private ones.
 _Base: Any = base_events.BaseEventLoop
@@ -44,6 +44,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._signal_handlers: dict = {}
         self._ssock = self._csock = None
         self._internal_fds = 0
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._default_executor = None
         self._executor_shutdown_called = False
         self._exception_handler = None
@@ -166,6 +167,38 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     getnameinfo = _Base.getnameinfo
     _getaddrinfo_debug = _Base._getaddrinfo_debug
 
+    # --- file descriptors --------------------------------------------------
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
+        self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return self._remove_reader(fd)
+
+    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
+        self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd: Any) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return self._remove_writer(fd)
+
+    _ensure_fd_no_transport = _Selector._ensure_fd_no_transport
+
+    # --- networking ----------------------------------------------------------
+    # Transports are native (see _transports.py and src/transports/); the
+    # orchestration around them — address resolution, happy eyeballs, the
+    # Server object, the accept loop and the sock_* operations built on
+    # add_reader/add_writer — is asyncio's own code bound below.
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("ferroloop: TLS transports are not implemented yet")
+
     # --- signals -----------------------------------------------------------
     # Signal numbers arrive through `signal.set_wakeup_fd` on a socket pair
     # watched by the poller, exactly as in asyncio's Unix loop. The pair is
@@ -185,6 +218,40 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     _close_self_pipe = _Selector._close_self_pipe
     _read_from_self = _Selector._read_from_self
     _write_to_self = _Selector._write_to_self
+
+
+def _borrow(cls: Any, source: Any, names: str) -> None:
+    """Binds asyncio's functions `names` of `source` to `cls`, skipping the
+    ones this Python version does not have."""
+    for name in names.split():
+        if name in vars(source):
+            setattr(cls, name, vars(source)[name])
+
+
+_borrow(
+    Loop,
+    _Base,
+    "create_connection _create_connection_transport _connect_sock _ensure_resolved "
+    "create_server _create_server_getaddrinfo connect_accepted_socket "
+    "sendfile _sendfile_native _sendfile_fallback sock_sendfile "
+    "_sock_sendfile_native _sock_sendfile_fallback _check_sendfile_params",
+)
+_borrow(
+    Loop,
+    _Selector,
+    "_start_serving _accept_connection _accept_connection2 _stop_serving "
+    "sock_recv _sock_recv sock_recv_into _sock_recv_into sock_recvfrom _sock_recvfrom "
+    "sock_recvfrom_into _sock_recvfrom_into sock_sendall _sock_sendall sock_sendto "
+    "_sock_sendto sock_connect _sock_connect _sock_connect_cb _sock_write_done "
+    "_sock_read_done sock_accept _sock_accept _sendfile_native",
+)
+_borrow(
+    Loop,
+    _Unix,
+    "create_unix_connection create_unix_server _sock_sendfile_native "
+    "_sock_sendfile_native_impl _sock_sendfile_update_filepos "
+    "_sock_add_cancellation_callback",
+)
 
 
 def new_event_loop() -> Loop:

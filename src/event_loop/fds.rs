@@ -1,43 +1,74 @@
-//! `add_reader`/`add_writer` and friends: descriptors watched natively by
-//! the poller, with asyncio's level-triggered semantics and bookkeeping.
+//! Descriptors watched by the poller: Python callbacks (`add_reader`,
+//! `add_writer`) and native sources, with asyncio's level-triggered
+//! semantics and bookkeeping.
 
-use super::{FdHandlers, LoopCore, Ready};
+use super::source::IoSource;
+use super::{LoopCore, Ready};
 use crate::errors;
 use crate::handles::Handle;
 use crate::poller::Readiness;
 use pyo3::exceptions::PyValueError;
+use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
-#[derive(Clone, Copy)]
-pub(super) enum Side {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
     Read,
     Write,
 }
 
+/// What waits on one side of a descriptor.
+pub(crate) enum Waiter {
+    Handle(Py<Handle>),
+    Source(Arc<dyn IoSource>),
+}
+
+impl Waiter {
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Waiter::Handle(h) => visit.call(h),
+            Waiter::Source(s) => s.traverse(visit),
+        }
+    }
+}
+
+/// The reader and writer registered for one descriptor.
+#[derive(Default)]
+pub(crate) struct FdHandlers {
+    reader: Option<Waiter>,
+    writer: Option<Waiter>,
+}
+
 impl FdHandlers {
-    fn slot(&mut self, side: Side) -> &mut Option<Py<Handle>> {
+    fn slot(&mut self, side: Side) -> &mut Option<Waiter> {
         match side {
             Side::Read => &mut self.reader,
             Side::Write => &mut self.writer,
         }
     }
+
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for w in [&self.reader, &self.writer].into_iter().flatten() {
+            w.traverse(visit)?;
+        }
+        Ok(())
+    }
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let py = obj.py();
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
         obj.extract()?
     } else {
-        obj.call_method0(pyo3::intern!(obj.py(), "fileno"))
-            .and_then(|n| n.call_method0(pyo3::intern!(obj.py(), "__index__")))
+        obj.call_method0(pyo3::intern!(py, "fileno"))
             .and_then(|n| n.extract())
             .map_err(|_| {
-                PyValueError::new_err(format!(
-                    "Invalid file object: {}",
-                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
-                ))
+                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                PyValueError::new_err(format!("Invalid file object: {shown}"))
             })?
     };
     if fd < 0 {
@@ -46,6 +77,47 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         )));
     }
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+/// Puts `waiter` on `side` of `fd`, returning what it replaced.
+pub(crate) fn set(
+    loop_: &Bound<'_, LoopCore>,
+    fd: RawFd,
+    side: Side,
+    waiter: Waiter,
+) -> PyResult<Option<Waiter>> {
+    let mut this = loop_.borrow_mut();
+    let this = &mut *this;
+    this.check_closed()?;
+    let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
+    let known = this.fds.contains_key(&fd);
+    let entry = this.fds.entry(fd).or_default();
+    let (read, write) = match side {
+        Side::Read => (true, entry.writer.is_some()),
+        Side::Write => (entry.reader.is_some(), true),
+    };
+    if let Err(e) = poller.set_interest(fd, read, write, known) {
+        if !known {
+            this.fds.remove(&fd);
+        }
+        return Err(errors::os_error(e));
+    }
+    Ok(this
+        .fds
+        .get_mut(&fd)
+        .expect("inserted above")
+        .slot(side)
+        .replace(waiter))
+}
+
+/// Takes whatever waits on `side` of `fd`. The caller drops the result
+/// once the loop is no longer borrowed.
+pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> Option<Waiter> {
+    let mut this = loop_.borrow_mut();
+    if this.closed {
+        return None;
+    }
+    take(&mut this, fd, side)
 }
 
 pub(super) fn add(
@@ -59,30 +131,9 @@ pub(super) fn add(
     let fd = fileobj_to_fd(fileobj)?;
     slf.borrow().check_closed()?;
     let handle = Py::new(py, LoopCore::make_handle(slf, callback, args, None, false)?)?;
-    let old = {
-        let mut this = slf.borrow_mut();
-        let this = &mut *this;
-        let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
-        let known = this.fds.contains_key(&fd);
-        let entry = this.fds.entry(fd).or_default();
-        let (read, write) = match side {
-            Side::Read => (true, entry.writer.is_some()),
-            Side::Write => (entry.reader.is_some(), true),
-        };
-        if let Err(e) = poller.set_interest(fd, read, write, known) {
-            if !known {
-                this.fds.remove(&fd);
-            }
-            return Err(errors::os_error(e));
-        }
-        this.fds
-            .get_mut(&fd)
-            .expect("inserted above")
-            .slot(side)
-            .replace(handle.clone_ref(py))
-    };
-    // The replaced handle is cancelled, as asyncio does.
-    if let Some(old) = old {
+    let old = set(slf, fd, side, Waiter::Handle(handle.clone_ref(py)))?;
+    // A replaced handle is cancelled, as asyncio does.
+    if let Some(Waiter::Handle(old)) = old {
         Handle::cancel_native(old.bind(py))?;
     }
     Ok(handle)
@@ -98,18 +149,18 @@ pub(super) fn remove(
         return Ok(false);
     }
     let fd = fileobj_to_fd(fileobj)?;
-    let removed = take(&mut slf.borrow_mut(), fd, side);
-    match removed {
-        Some(h) => {
+    match unset(slf, fd, side) {
+        Some(Waiter::Handle(h)) => {
             Handle::cancel_native(h.bind(py))?;
             Ok(true)
         }
+        Some(Waiter::Source(_)) => Ok(true),
         None => Ok(false),
     }
 }
 
 /// Detaches one side of `fd` and updates the poller's interest.
-fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Py<Handle>> {
+fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Waiter> {
     let entry = this.fds.get_mut(&fd)?;
     let old = entry.slot(side).take();
     let (read, write) = (entry.reader.is_some(), entry.writer.is_some());
@@ -125,12 +176,12 @@ fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Py<Handle>> {
 }
 
 /// Queues the callbacks of a ready descriptor; a cancelled reader or writer
-/// is unregistered instead (asyncio's `_process_events`). Detached handles
+/// is unregistered instead (asyncio's `_process_events`). Detached waiters
 /// go to `dropped`, to be released once the loop is no longer borrowed.
 pub(super) fn queue_ready(
     this: &mut LoopCore,
     r: &Readiness,
-    dropped: &mut Vec<Py<Handle>>,
+    dropped: &mut Vec<Waiter>,
     py: Python<'_>,
 ) {
     for (wanted, side) in [(r.readable, Side::Read), (r.writable, Side::Write)] {
@@ -140,16 +191,15 @@ pub(super) fn queue_ready(
         let Some(entry) = this.fds.get_mut(&r.fd) else {
             return;
         };
-        let Some(h) = entry.slot(side).as_ref() else {
-            continue;
+        let item = match entry.slot(side).as_ref() {
+            None => continue,
+            Some(Waiter::Handle(h)) if h.get().is_cancelled() => None,
+            Some(Waiter::Handle(h)) => Some(Ready::Native(h.clone_ref(py))),
+            Some(Waiter::Source(s)) => Some(Ready::Source(s.clone(), side)),
         };
-        if h.get().is_cancelled() {
-            if let Some(h) = take(this, r.fd, side) {
-                dropped.push(h);
-            }
-        } else {
-            let h = h.clone_ref(py);
-            this.ready.push_back(Ready::Native(h));
+        match item {
+            Some(item) => this.ready.push_back(item),
+            None => dropped.extend(take(this, r.fd, side)),
         }
     }
 }

@@ -15,8 +15,9 @@
 //! out first. The poller lives behind an `Arc` so the wait runs with the GIL
 //! released and no borrow held, and so other threads can wake it.
 
-mod fds;
+pub mod fds;
 mod run;
+pub mod source;
 mod tasks;
 
 use crate::clock;
@@ -25,6 +26,7 @@ use crate::handles::{Handle, TimerHandle};
 use crate::poller::Poller;
 use crate::sys::EventBuf;
 use crate::timers::TimerHeap;
+use fds::FdHandlers;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
@@ -40,13 +42,8 @@ use std::sync::Arc;
 pub(crate) enum Ready {
     Native(Py<Handle>),
     Foreign(Py<PyAny>),
-}
-
-/// The reader and writer registered for one descriptor.
-#[derive(Default)]
-pub(crate) struct FdHandlers {
-    reader: Option<Py<Handle>>,
-    writer: Option<Py<Handle>>,
+    /// A native I/O source whose descriptor is ready on one side.
+    Source(Arc<dyn source::IoSource>, fds::Side),
 }
 
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
@@ -446,33 +443,8 @@ impl LoopCore {
 
     // --- file descriptors ---------------------------------------------------
 
-    #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<Py<Handle>> {
-        fds::add(slf, fd, callback, args, fds::Side::Read)
-    }
-
-    #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<Py<Handle>> {
-        fds::add(slf, fd, callback, args, fds::Side::Write)
-    }
-
-    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        fds::remove(slf, fd, fds::Side::Read)
-    }
-
-    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        fds::remove(slf, fd, fds::Side::Write)
-    }
+    // The public add_reader/... live in Python: they first check that no
+    // transport owns the descriptor, as asyncio's do.
 
     #[pyo3(signature = (fd, callback, *args))]
     fn _add_reader(
@@ -484,8 +456,22 @@ impl LoopCore {
         fds::add(slf, fd, callback, args, fds::Side::Read)
     }
 
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fds::add(slf, fd, callback, args, fds::Side::Write)
+    }
+
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         fds::remove(slf, fd, fds::Side::Read)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fds::remove(slf, fd, fds::Side::Write)
     }
 
     // --- garbage collection ---------------------------------------------
@@ -495,14 +481,14 @@ impl LoopCore {
             match item {
                 Ready::Native(h) => visit.call(h)?,
                 Ready::Foreign(h) => visit.call(h)?,
+                Ready::Source(s, _) => s.traverse(&visit)?,
             }
         }
         for t in self.timers.iter() {
             visit.call(t)?;
         }
         for h in self.fds.values() {
-            visit.call(&h.reader)?;
-            visit.call(&h.writer)?;
+            h.traverse(&visit)?;
         }
         visit.call(&self.task_factory)?;
         visit.call(&self.current_handle)?;

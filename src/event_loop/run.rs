@@ -79,7 +79,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
 
     // 3. Queue the callbacks of ready descriptors and expired timers.
-    let mut dropped_fd_handles: Vec<Py<Handle>> = Vec::new();
+    let mut dropped_fd_handles = Vec::new();
     let batch = {
         let mut this = slf.borrow_mut();
         let this = &mut *this;
@@ -152,6 +152,7 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
             }
             h.call_method0(pyo3::intern!(py, "_run")).map(drop)
         }
+        Ready::Source(s, side) => s.on_ready(py, *side),
     }
 }
 
@@ -166,6 +167,9 @@ fn run_timed(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
             h.clone_ref(py).into_any()
         }
         Ready::Foreign(h) => h.clone_ref(py),
+        // Native sources report their own slowness through their protocol
+        // callbacks' handles; there is no Python handle to name here.
+        Ready::Source(..) => return run_item(py, item),
     };
     slf.borrow_mut().current_handle = Some(handle.clone_ref(py));
     let t0 = clock::now();

@@ -1,0 +1,163 @@
+"""The Python faces of ferroloop's native transports.
+
+asyncio's transport classes have a C layout (`__slots__`) that a Rust class
+cannot share, yet libraries check `isinstance(t, asyncio.Transport)` and
+probe a few of asyncio's attributes (`_sock`, `_loop`, `_protocol`). So each
+transport is this thin subclass holding a Rust core: every method forwards
+to the core, which owns the socket I/O, the buffers and the protocol calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import warnings
+from asyncio import base_events, constants, trsock
+from typing import Any
+
+from . import _ferroloop
+
+# 3.13's Server tracks its transports: _attach(transport)/_detach(transport).
+_SERVER_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+_set_nodelay: Any = getattr(base_events, "_set_nodelay")
+
+
+# _FlowControlMixin, not just Transport: asyncio's sendfile fallback
+# insists on it. Its water-mark slots stay unused; the core keeps the marks.
+_FlowControlMixin: Any = getattr(asyncio.transports, "_FlowControlMixin")
+
+
+class SocketTransport(_FlowControlMixin):
+    """A TCP or Unix stream transport."""
+
+    __slots__ = ("_core", "_sock", "_server", "__weakref__")
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        asyncio.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._server = server
+        _set_nodelay(sock)
+        self._core = _ferroloop.StreamTransport(
+            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT
+        )
+        if server is not None:
+            if _SERVER_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[sock.fileno()] = self
+        self._core._start(waiter)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        core = self._core
+        if self._sock is None:
+            info.append("closed")
+        elif core.is_closing():
+            info.append("closing")
+        info.append(f"fd={core._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            reading, writing, size = core._state
+            info.append("read=polling" if reading else "read=idle")
+            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={size}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    @property
+    def _sock_fd(self) -> int:
+        return self._core._sock_fd
+
+    def write(self, data) -> None:
+        self._core.write(data)
+
+    def writelines(self, list_of_data) -> None:
+        self._core.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def _force_close(self, exc) -> None:
+        self._core._force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
+    def _make_empty_waiter(self):
+        return self._core._make_empty_waiter()
+
+    def _reset_empty_waiter(self) -> None:
+        self._core._reset_empty_waiter()
+

@@ -1,0 +1,961 @@
+//! The stream transport (TCP and Unix stream sockets): asyncio's
+//! `_SelectorSocketTransport`, natively.
+//!
+//! # Implementation
+//! Reads: for a plain `Protocol`, `recv` goes into a per-thread scratch
+//! buffer and a `bytes` of exactly the received size is handed to
+//! `data_received` — no maximum-size allocation per read. For a
+//! `BufferedProtocol`, `recv` goes straight into the protocol's buffer.
+//! Writes: `write` tries `send` at once when nothing is queued; the rest is
+//! queued (see `write_buffer`) and flushed with one `writev` per writable
+//! event. Ordering of protocol calls, flow control, EOF handling and the
+//! single `connection_lost` follow selector_events.py line by line.
+//!
+//! Borrow discipline as in the loop: the core is never borrowed while the
+//! protocol or any other Python code runs.
+
+use super::flow::WaterMarks;
+use super::write_buffer::WriteBuffer;
+use super::{log_debug, report};
+use crate::errors;
+use crate::event_loop::fds::Side;
+use crate::event_loop::source::{self, IoSource};
+use crate::event_loop::LoopCore;
+use crate::sys::borrow_raw;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// asyncio's `max_size`: the most one read takes.
+const MAX_READ: usize = 256 * 1024;
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+#[pyclass(module = "ferroloop._ferroloop")]
+pub struct StreamTransport {
+    loop_: Py<LoopCore>,
+    fd: RawFd,
+    sock: Option<Py<PyAny>>,
+    /// A weak reference to the Python `asyncio.Transport` object the
+    /// protocol sees. Weak, so that no reference cycle delays its
+    /// finalizer: what keeps it alive is what kept asyncio's transports
+    /// alive — the user, and the poller while it watches the socket (the
+    /// registered source holds it strongly).
+    wrapper: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    buffered: bool,
+    protocol_connected: bool,
+    server: Option<Py<PyAny>>,
+    /// 3.13's Server tracks its transports: `_attach(t)`/`_detach(t)`.
+    server_takes_transport: bool,
+    wbuf: WriteBuffer,
+    marks: WaterMarks,
+    protocol_paused: bool,
+    conn_lost: u32,
+    closing: bool,
+    paused: bool,
+    eof: bool,
+    reading: bool,
+    writing: bool,
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+struct Source(Py<StreamTransport>, Option<Py<PyAny>>);
+
+impl IoSource for Source {
+    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let t = self.0.bind(py);
+        match side {
+            Side::Read => StreamTransport::read_ready(t),
+            Side::Write => StreamTransport::write_ready(t),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)?;
+        visit.call(&self.1)
+    }
+}
+
+fn is_fatal_to_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// The bytes of a bytes-like object, for the duration of `f`.
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    let buf = pyo3::buffer::PyBuffer::<u8>::get(data)?;
+    let v = buf.to_vec(data.py())?;
+    Ok(f(&v))
+}
+
+impl StreamTransport {
+    fn loop_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.loop_.bind(py).clone().into_any()
+    }
+
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.loop_
+            .bind(py)
+            .try_borrow()
+            .map(|l| l.debug_enabled())
+            .unwrap_or(false)
+    }
+
+    fn source(slf: &Bound<'_, Self>) -> Arc<dyn IoSource> {
+        let wrapper = slf.borrow().wrapper(slf.py()).map(Bound::unbind);
+        Arc::new(Source(slf.clone().unbind(), wrapper))
+    }
+
+    /// The Python transport object, while it lives.
+    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let weak = self
+            .wrapper
+            .as_ref()?
+            .bind(py)
+            .cast::<PyWeakrefReference>()
+            .ok()?;
+        weak.upgrade()
+    }
+
+    /// The Python transport's `_call_connection_lost`, or the core's if it
+    /// is gone; the scheduled handle keeps the transport alive until then,
+    /// as asyncio's bound method does.
+    fn connection_lost_cb<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let target = slf
+            .borrow()
+            .wrapper(py)
+            .unwrap_or_else(|| slf.clone().into_any());
+        target.getattr(pyo3::intern!(py, "_call_connection_lost"))
+    }
+
+    fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let (loop_, fd, was) = {
+            let mut t = slf.borrow_mut();
+            let was = t.reading;
+            t.reading = on;
+            (t.loop_.clone_ref(slf.py()), t.fd, was)
+        };
+        if on && !was {
+            source::watch(loop_.bind(slf.py()), fd, Side::Read, Self::source(slf))?;
+        } else if !on && was {
+            source::unwatch(loop_.bind(slf.py()), fd, Side::Read);
+        }
+        Ok(())
+    }
+
+    fn set_writing(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let (loop_, fd, was) = {
+            let mut t = slf.borrow_mut();
+            let was = t.writing;
+            t.writing = on;
+            (t.loop_.clone_ref(slf.py()), t.fd, was)
+        };
+        if on && !was {
+            source::watch(loop_.bind(slf.py()), fd, Side::Write, Self::source(slf))?;
+        } else if !on && was {
+            source::unwatch(loop_.bind(slf.py()), fd, Side::Write);
+        }
+        Ok(())
+    }
+
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        arg: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let loop_ = slf.borrow().loop_.clone_ref(slf.py());
+        loop_
+            .bind(slf.py())
+            .call_method1(pyo3::intern!(slf.py(), "call_soon"), (callback, arg))?;
+        Ok(())
+    }
+
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (lost, buffered, protocol) = {
+            let t = slf.borrow();
+            (
+                t.conn_lost > 0,
+                t.buffered,
+                t.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        let Some(protocol) = protocol.filter(|_| !lost) else {
+            return Ok(());
+        };
+        let protocol = protocol.bind(py);
+        if buffered {
+            Self::read_into_buffer(slf, protocol)
+        } else {
+            Self::read_bytes(slf, protocol)
+        }
+    }
+
+    fn read_bytes(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let fd = slf.borrow().fd;
+        let got = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
+                Ok((n, _)) => Ok(PyBytes::new(py, &s[..n])),
+                Err(e) => Err(e),
+            }
+        });
+        let data = match got {
+            Ok(d) => d,
+            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+            Err(e) => {
+                return Self::fatal(
+                    slf,
+                    errors::os_error(e.into()),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if data.as_bytes().is_empty() {
+            return Self::on_eof(slf, protocol);
+        }
+        if let Err(e) = protocol.call_method1(pyo3::intern!(py, "data_received"), (data,)) {
+            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
+        }
+        Ok(())
+    }
+
+    fn read_into_buffer(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let buf = protocol
+            .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
+            .and_then(|b| {
+                let view = pyo3::buffer::PyBuffer::<u8>::get(&b)?;
+                if view.len_bytes() == 0 {
+                    return Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ));
+                }
+                if view.readonly() {
+                    return Err(PyTypeError::new_err(
+                        "get_buffer() returned a read-only buffer",
+                    ));
+                }
+                Ok(view)
+            });
+        let view = match buf {
+            Ok(v) => v,
+            Err(e) => {
+                return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
+            }
+        };
+        let fd = slf.borrow().fd;
+        // SAFETY: the buffer is writable (checked above), contiguous bytes
+        // (PyBuffer<u8> guarantees the format and C-contiguity), and stays
+        // alive and exported while `view` lives; no Python code runs during
+        // the recv, so nothing can resize it underneath us.
+        let slice = unsafe {
+            std::slice::from_raw_parts_mut(view.buf_ptr().cast::<u8>(), view.len_bytes())
+        };
+        let res = rustix::net::recv(borrow_raw(fd), slice, RecvFlags::empty());
+        drop(view);
+        let n = match res {
+            Ok((n, _)) => n,
+            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+            Err(e) => {
+                return Self::fatal(
+                    slf,
+                    errors::os_error(e.into()),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if n == 0 {
+            return Self::on_eof(slf, protocol);
+        }
+        if let Err(e) = protocol.call_method1(pyo3::intern!(py, "buffer_updated"), (n,)) {
+            return Self::fatal(
+                slf,
+                e,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            );
+        }
+        Ok(())
+    }
+
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.borrow().debug(py) {
+            log_debug(py, ("%r received EOF", Self::wrapper_or_self(slf)))?;
+        }
+        let keep_open = match protocol.call_method0(pyo3::intern!(py, "eof_received")) {
+            Ok(v) => v.is_truthy()?,
+            Err(e) => {
+                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
+            }
+        };
+        if keep_open {
+            Self::set_reading(slf, false)
+        } else {
+            Self::close(slf)
+        }
+    }
+
+    fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
+        slf.borrow()
+            .wrapper(slf.py())
+            .map(Bound::unbind)
+            .unwrap_or_else(|| slf.clone().into_any().unbind())
+    }
+
+    /// `_fatal_error`: OS errors are only logged in debug mode, anything
+    /// else goes to the exception handler; then the transport is closed.
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal_to_loop(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py).into_any();
+        if exc.is_instance_of::<pyo3::exceptions::PyOSError>() {
+            if slf.borrow().debug(py) {
+                let kw = pyo3::types::PyDict::new(py);
+                kw.set_item("exc_info", &exc)?;
+                let a = crate::py::asyncio(py)?;
+                a.logger.bind(py).call_method(
+                    pyo3::intern!(py, "debug"),
+                    ("%r: %s", Self::wrapper_or_self(slf), message),
+                    Some(&kw),
+                )?;
+            }
+        } else {
+            let (loop_, wrapper, protocol) = {
+                let t = slf.borrow();
+                (
+                    t.loop_any(py),
+                    t.wrapper(py).map(Bound::unbind),
+                    t.protocol.as_ref().map(|p| p.clone_ref(py)),
+                )
+            };
+            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let dropped;
+        let was_closing = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost > 0 {
+                return Ok(());
+            }
+            dropped = t.wbuf.clear();
+            let was = t.closing;
+            t.closing = true;
+            t.conn_lost += 1;
+            was
+        };
+        drop(dropped);
+        Self::set_writing(slf, false)?;
+        if !was_closing {
+            Self::set_reading(slf, false)?;
+        }
+        let cb = Self::connection_lost_cb(slf)?;
+        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+        Self::call_soon(slf, cb, exc)
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let empty = {
+            let mut t = slf.borrow_mut();
+            if t.closing {
+                return Ok(());
+            }
+            t.closing = true;
+            t.wbuf.is_empty()
+        };
+        Self::set_reading(slf, false)?;
+        if empty {
+            slf.borrow_mut().conn_lost += 1;
+            Self::set_writing(slf, false)?;
+            let cb = Self::connection_lost_cb(slf)?;
+            Self::call_soon(slf, cb, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut t = slf.borrow_mut();
+            if t.wbuf.len() <= t.marks.high || t.protocol_paused {
+                return Ok(());
+            }
+            t.protocol_paused = true;
+            t.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = protocol {
+            Self::flow_call(slf, p.bind(py), "pause_writing")?;
+        }
+        Ok(())
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut t = slf.borrow_mut();
+            if !(t.protocol_paused && t.wbuf.len() <= t.marks.low) {
+                return Ok(());
+            }
+            t.protocol_paused = false;
+            t.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = protocol {
+            Self::flow_call(slf, p.bind(py), "resume_writing")?;
+        }
+        Ok(())
+    }
+
+    fn flow_call(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        if let Err(e) = protocol.call_method0(method) {
+            if is_fatal_to_loop(py, &e) {
+                return Err(e);
+            }
+            let (loop_, wrapper) = {
+                let t = slf.borrow();
+                (t.loop_any(py), t.wrapper(py).map(Bound::unbind))
+            };
+            let exc = e.into_value(py).into_bound(py).into_any();
+            let p = protocol.clone().unbind();
+            report(
+                &loop_,
+                &format!("protocol.{method}() failed"),
+                &exc,
+                wrapper.as_ref(),
+                Some(&p),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered; asyncio's `_write_sendmsg`.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut done = Vec::new();
+        let res = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost > 0 || t.wbuf.is_empty() {
+                return Ok(());
+            }
+            let r = {
+                let slices = t.wbuf.slices(py);
+                rustix::io::writev(borrow_raw(t.fd), &slices)
+            };
+            if let Ok(n) = r {
+                t.wbuf.consume(py, n, &mut done);
+            }
+            r
+        };
+        drop(done);
+        match res {
+            Ok(_) => {}
+            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+            Err(e) => {
+                Self::set_writing(slf, false)?;
+                let dropped = slf.borrow_mut().wbuf.clear();
+                drop(dropped);
+                let err = errors::os_error(e.into());
+                let exc = err.value(py).clone().into_any();
+                Self::fatal(slf, err, "Fatal write error on socket transport")?;
+                let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                if let Some(w) = waiter {
+                    w.bind(py)
+                        .call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing, eof, waiter, fd) = {
+            let t = slf.borrow();
+            (
+                t.wbuf.is_empty(),
+                t.closing,
+                t.eof,
+                t.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                t.fd,
+            )
+        };
+        if empty {
+            Self::set_writing(slf, false)?;
+            if let Some(w) = waiter {
+                w.bind(py)
+                    .call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+            }
+            if closing {
+                Self::call_connection_lost(slf, py.None().into_bound(py))?;
+            } else if eof {
+                rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
+                    .map_err(|e| errors::os_error(e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, connected) = {
+            let t = slf.borrow();
+            (
+                t.protocol.as_ref().map(|p| p.clone_ref(py)),
+                t.protocol_connected,
+            )
+        };
+        let result = match protocol {
+            Some(p) if connected => p
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "connection_lost"), (&exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        // asyncio's `finally:` — the socket is closed whatever the protocol did.
+        let (sock, protocol, server, wrapper, takes, waiter) = {
+            let mut t = slf.borrow_mut();
+            (
+                t.sock.take(),
+                t.protocol.take(),
+                t.server.take(),
+                t.wrapper
+                    .take()
+                    .and_then(|w| w.bind(py).cast::<PyWeakrefReference>().ok()?.upgrade()),
+                t.server_takes_transport,
+                t.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+            )
+        };
+        if let Some(s) = &sock {
+            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        if let Some(server) = &server {
+            if takes {
+                server
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "_detach"), (&wrapper,))?;
+            } else {
+                server.bind(py).call_method0(pyo3::intern!(py, "_detach"))?;
+            }
+        }
+        drop((sock, protocol, server));
+        if let Some(w) = &wrapper {
+            // The wrapper keeps its `_sock` only until the socket is closed.
+            w.setattr(pyo3::intern!(py, "_sock"), py.None())?;
+        }
+        drop(wrapper);
+        if let Some(w) = waiter {
+            let err = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+            w.bind(py)
+                .call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))?;
+        }
+        result
+    }
+
+    fn check_writable(&self, what: &str) -> PyResult<()> {
+        if self.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {what}() after write_eof()"
+            )));
+        }
+        if self.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {what}; sendfile is in progress"
+            )));
+        }
+        Ok(())
+    }
+
+    /// After the connection is lost, writes are dropped; asyncio warns once
+    /// a few have been.
+    fn note_lost_write(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let warn = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost == 0 {
+                return Ok(false);
+            }
+            let warn = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+            t.conn_lost += 1;
+            warn
+        };
+        if warn {
+            let a = crate::py::asyncio(py)?;
+            a.logger.bind(py).call_method1(
+                pyo3::intern!(py, "warning"),
+                ("socket.send() raised exception.",),
+            )?;
+        }
+        Ok(true)
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    #[new]
+    #[pyo3(signature = (loop_, sock, protocol, wrapper, server, server_takes_transport))]
+    fn new(
+        loop_: &Bound<'_, LoopCore>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+        server: Option<&Bound<'_, PyAny>>,
+        server_takes_transport: bool,
+    ) -> PyResult<Self> {
+        let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
+        let mut t = Self {
+            loop_: loop_.clone().unbind(),
+            fd,
+            sock: Some(sock.clone().unbind()),
+            wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
+            protocol: None,
+            buffered: false,
+            protocol_connected: false,
+            server: server.map(|s| s.clone().unbind()),
+            server_takes_transport,
+            wbuf: WriteBuffer::default(),
+            marks: WaterMarks::default(),
+            protocol_paused: false,
+            conn_lost: 0,
+            closing: false,
+            paused: false,
+            eof: false,
+            reading: false,
+            writing: false,
+            empty_waiter: None,
+        };
+        t.assign_protocol(protocol)?;
+        Ok(t)
+    }
+
+    /// Schedules `connection_made`, then reading, then the waiter, in
+    /// asyncio's order.
+    #[pyo3(signature = (waiter = None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, protocol, wrapper) = {
+            let t = slf.borrow();
+            (
+                t.loop_any(py),
+                t.protocol.as_ref().map(|p| p.clone_ref(py)),
+                t.wrapper(py),
+            )
+        };
+        let call_soon = pyo3::intern!(py, "call_soon");
+        if let Some(p) = protocol {
+            loop_.call_method1(
+                call_soon,
+                (
+                    p.bind(py).getattr(pyo3::intern!(py, "connection_made"))?,
+                    wrapper,
+                ),
+            )?;
+        }
+        loop_.call_method1(
+            call_soon,
+            (slf.getattr(pyo3::intern!(py, "_start_reading"))?,),
+        )?;
+        if let Some(w) = waiter {
+            let set = py
+                .import("asyncio.futures")?
+                .getattr("_set_result_unless_cancelled")?;
+            loop_.call_method1(call_soon, (set, w, py.None()))?;
+        }
+        Ok(())
+    }
+
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let ok = {
+            let t = slf.borrow();
+            !t.closing && !t.paused
+        };
+        if ok {
+            Self::set_reading(slf, true)?;
+        }
+        Ok(())
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let is_bytes = data.is_instance_of::<PyBytes>();
+        if !(is_bytes
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {:?}",
+                data.get_type().name()?.to_string()
+            )));
+        }
+        slf.borrow().check_writable("write")?;
+        let len = data.len()?;
+        if len == 0 {
+            return Ok(());
+        }
+        if Self::note_lost_write(slf)? {
+            return Ok(());
+        }
+        let (fd, queued) = {
+            let t = slf.borrow();
+            (t.fd, !t.wbuf.is_empty())
+        };
+        let mut sent = 0;
+        if !queued {
+            let res = with_bytes(data, |b| {
+                rustix::net::send(borrow_raw(fd), b, SendFlags::empty())
+            })?;
+            match res {
+                Ok(n) if n == len => return Ok(()),
+                Ok(n) => sent = n,
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(e) => {
+                    return Self::fatal(
+                        slf,
+                        errors::os_error(e.into()),
+                        "Fatal write error on socket transport",
+                    )
+                }
+            }
+            Self::set_writing(slf, true)?;
+        }
+        {
+            let mut t = slf.borrow_mut();
+            match data.cast::<PyBytes>() {
+                Ok(b) if sent == 0 => t.wbuf.push_bytes(b.clone().unbind(), len),
+                Ok(b) => t.wbuf.push_copy(&b.as_bytes()[sent..]),
+                Err(_) => {
+                    let v = pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?;
+                    t.wbuf.push_copy(&v[sent..]);
+                }
+            }
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        slf.borrow().check_writable("writelines")?;
+        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        if Self::note_lost_write(slf)? {
+            return Ok(());
+        }
+        {
+            let mut t = slf.borrow_mut();
+            for d in &items {
+                match d.cast::<PyBytes>() {
+                    Ok(b) => {
+                        let n = b.as_bytes().len();
+                        t.wbuf.push_bytes(b.clone().unbind(), n);
+                    }
+                    Err(_) => {
+                        let v = pyo3::buffer::PyBuffer::<u8>::get(d)?.to_vec(py)?;
+                        t.wbuf.push_copy(&v);
+                    }
+                }
+            }
+        }
+        Self::write_ready(slf)?;
+        if !slf.borrow().wbuf.is_empty() {
+            Self::set_writing(slf, true)?;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let fd = {
+            let mut t = slf.borrow_mut();
+            if t.closing || t.eof {
+                return Ok(());
+            }
+            t.eof = true;
+            if !t.wbuf.is_empty() {
+                return Ok(());
+            }
+            t.fd
+        };
+        rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
+            .map_err(|e| errors::os_error(e.into()))
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    #[pyo3(name = "close")]
+    fn py_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    #[pyo3(signature = (exc = None))]
+    fn _force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        Self::force_close(slf, exc)
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, exc)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.closing && !self.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut t = slf.borrow_mut();
+            if t.closing || t.paused {
+                return Ok(());
+            }
+            t.paused = true;
+        }
+        Self::set_reading(slf, false)?;
+        if slf.borrow().debug(py) {
+            log_debug(py, ("%r pauses reading", Self::wrapper_or_self(slf)))?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut t = slf.borrow_mut();
+            if t.closing || !t.paused {
+                return Ok(());
+            }
+            t.paused = false;
+        }
+        Self::set_reading(slf, true)?;
+        if slf.borrow().debug(py) {
+            log_debug(py, ("%r resumes reading", Self::wrapper_or_self(slf)))?;
+        }
+        Ok(())
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let marks = WaterMarks::from_args(high, low)?;
+        slf.borrow_mut().marks = marks;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.marks.low, self.marks.high)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.assign_protocol(protocol)
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if slf.borrow().empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let loop_ = slf.borrow().loop_any(py);
+        let fut = loop_.call_method0(pyo3::intern!(py, "create_future"))?;
+        if slf.borrow().wbuf.is_empty() {
+            fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+        }
+        slf.borrow_mut().empty_waiter = Some(fut.clone().unbind());
+        Ok(fut.unbind())
+    }
+
+    fn _reset_empty_waiter(slf: &Bound<'_, Self>) {
+        let old = slf.borrow_mut().empty_waiter.take();
+        drop(old);
+    }
+
+    #[getter(_protocol_paused)]
+    fn protocol_paused_attr(&self) -> bool {
+        self.protocol_paused
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.conn_lost
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    #[getter]
+    fn _state(&self) -> (bool, bool, usize) {
+        (self.reading, self.writing, self.wbuf.len())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.sock)?;
+        visit.call(&self.wrapper)?;
+        visit.call(&self.protocol)?;
+        visit.call(&self.server)?;
+        visit.call(&self.empty_waiter)?;
+        self.wbuf.traverse(&visit)
+    }
+
+    fn __clear__(&mut self) {
+        self.wrapper = None;
+        self.protocol = None;
+        self.server = None;
+        self.empty_waiter = None;
+    }
+}
+
+impl StreamTransport {
+    fn assign_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
+        self.buffered = protocol.is_instance(&buffered_cls)?;
+        self.protocol = Some(protocol.clone().unbind());
+        self.protocol_connected = true;
+        Ok(())
+    }
+}
