@@ -21,6 +21,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
+    m.add_class::<transports::datagram::DatagramTransport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

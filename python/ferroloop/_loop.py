@@ -196,6 +196,9 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+
     def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("ferroloop: TLS transports are not implemented yet")
 
@@ -233,6 +236,7 @@ _borrow(
     _Base,
     "create_connection _create_connection_transport _connect_sock _ensure_resolved "
     "create_server _create_server_getaddrinfo connect_accepted_socket "
+    "create_datagram_endpoint "
     "sendfile _sendfile_native _sendfile_fallback sock_sendfile "
     "_sock_sendfile_native _sock_sendfile_fallback _check_sendfile_params",
 )

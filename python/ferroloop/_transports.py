@@ -10,6 +10,7 @@ to the core, which owns the socket I/O, the buffers and the protocol calls.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import warnings
 from asyncio import base_events, constants, trsock
@@ -20,6 +21,7 @@ from . import _ferroloop
 # 3.13's Server tracks its transports: _attach(transport)/_detach(transport).
 _SERVER_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 _set_nodelay: Any = getattr(base_events, "_set_nodelay")
+_set_result_unless_cancelled: Any = getattr(asyncio.futures, "_set_result_unless_cancelled")
 
 
 # _FlowControlMixin, not just Transport: asyncio's sendfile fallback
@@ -161,3 +163,107 @@ class SocketTransport(_FlowControlMixin):
     def _reset_empty_waiter(self) -> None:
         self._core._reset_empty_waiter()
 
+
+
+class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
+    """A UDP or Unix datagram transport."""
+
+    __slots__ = ("_core", "_sock", "_address", "__weakref__")
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        asyncio.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._address = address
+        native = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._core = _ferroloop.DatagramTransport(
+            loop, sock, protocol, self, address, bool(self._extra["peername"]),
+            native, sys.version_info >= (3, 13),
+        )
+        loop._transports[sock.fileno()] = self
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._core._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        core = self._core
+        if self._sock is None:
+            info.append("closed")
+        elif core.is_closing():
+            info.append("closing")
+        info.append(f"fd={core._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            reading, writing, size = core._state
+            info.append("read=polling" if reading else "read=idle")
+            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={size}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    @property
+    def _sock_fd(self) -> int:
+        return self._core._sock_fd
+
+    def sendto(self, data, addr=None) -> None:
+        self._core.sendto(data, addr)
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)

@@ -7,6 +7,7 @@
 //! `isinstance(t, asyncio.Transport)`. The protocol only ever sees the
 //! Python object; the core calls the protocol directly.
 
+pub mod datagram;
 pub mod flow;
 pub mod stream;
 pub mod write_buffer;

@@ -1,0 +1,714 @@
+//! The datagram transport (UDP, Unix datagram): asyncio's
+//! `_SelectorDatagramTransport`, natively.
+//!
+//! # Implementation
+//! IPv4 and IPv6 datagrams are received and sent by Rust, with addresses
+//! converted the way the socket module converts them; other families, and
+//! destinations given as host names (which the socket module resolves),
+//! go through the Python socket object so their semantics stay exactly the
+//! socket module's. Queued datagrams are sent in order when the socket turns
+//! writable. Version differences follow the running Python: 3.13 sends
+//! empty datagrams, counts 8 header bytes per queued datagram, and closes
+//! once a closing transport's queue drains.
+
+use super::flow::WaterMarks;
+use super::{log_debug, report};
+use crate::errors;
+use crate::event_loop::fds::Side;
+use crate::event_loop::source::{self, IoSource};
+use crate::event_loop::LoopCore;
+use crate::sys::borrow_raw;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyTypeError, PyValueError};
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// asyncio's `max_size` for datagrams.
+const MAX_DATAGRAM: usize = 256 * 1024;
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+#[pyclass(module = "ferroloop._ferroloop")]
+pub struct DatagramTransport {
+    loop_: Py<LoopCore>,
+    fd: RawFd,
+    sock: Option<Py<PyAny>>,
+    /// AF_INET/AF_INET6: Rust does the I/O; otherwise the socket object.
+    native: bool,
+    wrapper: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    protocol_connected: bool,
+    /// The fixed peer (`remote_addr`), as the Python object given.
+    address: Option<Py<PyAny>>,
+    connected: bool,
+    queue: VecDeque<(Py<PyBytes>, Option<Py<PyAny>>)>,
+    queued_size: usize,
+    header_size: usize,
+    send_empty: bool,
+    marks: WaterMarks,
+    protocol_paused: bool,
+    conn_lost: u32,
+    closing: bool,
+    reading: bool,
+    writing: bool,
+}
+
+struct Source(Py<DatagramTransport>, Option<Py<PyAny>>);
+
+impl IoSource for Source {
+    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let t = self.0.bind(py);
+        match side {
+            Side::Read => DatagramTransport::read_ready(t),
+            Side::Write => DatagramTransport::write_ready(t),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)?;
+        visit.call(&self.1)
+    }
+}
+
+fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// A socket address as the socket module returns it.
+fn addr_to_py<'py>(py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py, PyTuple>> {
+    match addr {
+        SocketAddr::V4(a) => PyTuple::new(
+            py,
+            [
+                a.ip().to_string().into_pyobject(py)?.into_any(),
+                a.port().into_pyobject(py)?.into_any(),
+            ],
+        ),
+        SocketAddr::V6(a) => {
+            (a.ip().to_string(), a.port(), a.flowinfo(), a.scope_id()).into_pyobject(py)
+        }
+    }
+}
+
+/// A destination the socket module would not need to resolve: a numeric
+/// host of the socket's family and a port.
+fn py_to_addr(addr: &Bound<'_, PyAny>) -> Option<SocketAddr> {
+    let t = addr.cast::<PyTuple>().ok()?;
+    if t.len() < 2 {
+        return None;
+    }
+    let host = t.get_item(0).ok()?;
+    let host = host.cast::<PyString>().ok()?.to_str().ok()?;
+    let port: u16 = t.get_item(1).ok()?.extract().ok()?;
+    match (host.parse::<IpAddr>().ok()?, t.len()) {
+        (IpAddr::V4(ip), 2) => Some(SocketAddr::from((ip, port))),
+        (IpAddr::V6(ip), 2) => Some(SocketAddr::from((ip, port))),
+        (IpAddr::V6(ip), 4) => {
+            let flow: u32 = t.get_item(2).ok()?.extract().ok()?;
+            let scope: u32 = t.get_item(3).ok()?.extract().ok()?;
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip, port, flow, scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+impl DatagramTransport {
+    fn loop_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.loop_.bind(py).clone().into_any()
+    }
+
+    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.wrapper
+            .as_ref()?
+            .bind(py)
+            .cast::<PyWeakrefReference>()
+            .ok()?
+            .upgrade()
+    }
+
+    fn source(slf: &Bound<'_, Self>) -> Arc<dyn IoSource> {
+        let wrapper = slf.borrow().wrapper(slf.py()).map(Bound::unbind);
+        Arc::new(Source(slf.clone().unbind(), wrapper))
+    }
+
+    fn set_side(slf: &Bound<'_, Self>, side: Side, on: bool) -> PyResult<()> {
+        let (loop_, fd, was) = {
+            let mut t = slf.borrow_mut();
+            let flag = match side {
+                Side::Read => &mut t.reading,
+                Side::Write => &mut t.writing,
+            };
+            let was = *flag;
+            *flag = on;
+            (t.loop_.clone_ref(slf.py()), t.fd, was)
+        };
+        if on && !was {
+            source::watch(loop_.bind(slf.py()), fd, side, Self::source(slf))?;
+        } else if !on && was {
+            source::unwatch(loop_.bind(slf.py()), fd, side);
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        if let Some(p) = slf.borrow().protocol(py) {
+            p.bind(py)
+                .call_method1(pyo3::intern!(py, "error_received"), (err.into_value(py),))?;
+        }
+        Ok(())
+    }
+
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, native, sock, protocol) = {
+            let t = slf.borrow();
+            if t.conn_lost > 0 {
+                return Ok(());
+            }
+            (
+                t.fd,
+                t.native,
+                t.sock.as_ref().map(|s| s.clone_ref(py)),
+                t.protocol(py),
+            )
+        };
+        let (Some(sock), Some(protocol)) = (sock, protocol) else {
+            return Ok(());
+        };
+        let received: PyResult<Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>> = if native {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                match rustix::net::recvfrom(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
+                    Ok((n, _, addr)) => {
+                        let data = PyBytes::new(py, &s[..n]).into_any();
+                        let addr = match addr.and_then(|a| SocketAddr::try_from(a).ok()) {
+                            Some(a) => addr_to_py(py, a)?.into_any(),
+                            None => py.None().into_bound(py),
+                        };
+                        Ok(Some((data, addr)))
+                    }
+                    Err(Errno::AGAIN | Errno::INTR) => Ok(None),
+                    Err(e) => Err(errors::os_error(e.into())),
+                }
+            })
+        } else {
+            match sock
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "recvfrom"), (MAX_DATAGRAM,))
+            {
+                Ok(r) => Ok(Some((r.get_item(0)?, r.get_item(1)?))),
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match received {
+            Ok(None) => Ok(()),
+            Ok(Some((data, addr))) => {
+                protocol
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "datagram_received"), (data, addr))?;
+                Ok(())
+            }
+            Err(e) if e.is_instance_of::<PyOSError>(py) => Self::error_received(slf, e),
+            Err(e) => Self::fatal(slf, e, "Fatal read error on datagram transport"),
+        }
+    }
+
+    /// One datagram out; Ok(false) when the socket would block.
+    fn send_one(
+        slf: &Bound<'_, Self>,
+        data: &[u8],
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let (fd, native, connected, sock) = {
+            let t = slf.borrow();
+            (
+                t.fd,
+                t.native,
+                t.connected,
+                t.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        let res = if native && connected {
+            Some(rustix::net::send(borrow_raw(fd), data, SendFlags::empty()))
+        } else if native {
+            addr.and_then(py_to_addr)
+                .map(|a| rustix::net::sendto(borrow_raw(fd), data, SendFlags::empty(), &a))
+        } else {
+            None
+        };
+        match res {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(Errno::AGAIN | Errno::INTR)) => Ok(false),
+            Some(Err(e)) => Err(errors::os_error(e.into())),
+            None => {
+                let Some(sock) = sock else { return Ok(true) };
+                let bytes = PyBytes::new(py, data);
+                let r = if connected {
+                    sock.bind(py)
+                        .call_method1(pyo3::intern!(py, "send"), (bytes,))
+                } else {
+                    sock.bind(py)
+                        .call_method1(pyo3::intern!(py, "sendto"), (bytes, addr))
+                };
+                match r {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                            || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        loop {
+            let front = {
+                let mut t = slf.borrow_mut();
+                let h = t.header_size;
+                match t.queue.pop_front() {
+                    Some((d, a)) => {
+                        t.queued_size -= d.as_bytes(py).len() + h;
+                        (d, a)
+                    }
+                    None => break,
+                }
+            };
+            let (data, addr) = front;
+            match Self::send_one(slf, data.as_bytes(py), addr.as_ref().map(|a| a.bind(py))) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut t = slf.borrow_mut();
+                    t.queued_size += data.as_bytes(py).len() + t.header_size;
+                    t.queue.push_front((data, addr));
+                    break;
+                }
+                Err(e) if stops_loop(py, &e) => return Err(e),
+                Err(e) if e.is_instance_of::<PyOSError>(py) => return Self::error_received(slf, e),
+                Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing, close_after) = {
+            let t = slf.borrow();
+            (t.queue.is_empty(), t.closing, t.header_size > 0)
+        };
+        if empty {
+            Self::set_side(slf, Side::Write, false)?;
+            if closing && close_after {
+                Self::call_connection_lost(slf, py.None().into_bound(py))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if stops_loop(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py).into_any();
+        if exc.is_instance_of::<PyOSError>() {
+            if slf
+                .borrow()
+                .loop_
+                .bind(py)
+                .try_borrow()
+                .map(|l| l.debug_enabled())
+                .unwrap_or(false)
+            {
+                log_debug(py, ("%r: %s", Self::wrapper_or_self(slf), message))?;
+            }
+        } else {
+            let (loop_, wrapper, protocol) = {
+                let t = slf.borrow();
+                (
+                    t.loop_any(py),
+                    t.wrapper(py).map(Bound::unbind),
+                    t.protocol(py),
+                )
+            };
+            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
+        slf.borrow()
+            .wrapper(slf.py())
+            .map(Bound::unbind)
+            .unwrap_or_else(|| slf.clone().into_any().unbind())
+    }
+
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let target = slf
+            .borrow()
+            .wrapper(py)
+            .unwrap_or_else(|| slf.clone().into_any());
+        let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+        let loop_ = slf.borrow().loop_any(py);
+        loop_.call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
+        Ok(())
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let (dropped, was_closing) = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost > 0 {
+                return Ok(());
+            }
+            let q: Vec<_> = t.queue.drain(..).collect();
+            t.queued_size = 0;
+            let was = t.closing;
+            t.closing = true;
+            t.conn_lost += 1;
+            (q, was)
+        };
+        drop(dropped);
+        Self::set_side(slf, Side::Write, false)?;
+        if !was_closing {
+            Self::set_side(slf, Side::Read, false)?;
+        }
+        Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let empty = {
+            let mut t = slf.borrow_mut();
+            if t.closing {
+                return Ok(());
+            }
+            t.closing = true;
+            t.queue.is_empty()
+        };
+        Self::set_side(slf, Side::Read, false)?;
+        if empty {
+            slf.borrow_mut().conn_lost += 1;
+            Self::set_side(slf, Side::Write, false)?;
+            Self::schedule_connection_lost(slf, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, connected) = {
+            let t = slf.borrow();
+            (t.protocol(py), t.protocol_connected)
+        };
+        let result = match protocol {
+            Some(p) if connected => p
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "connection_lost"), (&exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (sock, protocol, wrapper) = {
+            let mut t = slf.borrow_mut();
+            let w = t.wrapper(py);
+            (t.sock.take(), t.protocol.take(), w)
+        };
+        if let Some(s) = &sock {
+            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        if let Some(w) = &wrapper {
+            w.setattr(pyo3::intern!(py, "_sock"), py.None())?;
+        }
+        drop((sock, protocol, wrapper));
+        result
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let p = {
+            let mut t = slf.borrow_mut();
+            if t.queued_size <= t.marks.high || t.protocol_paused {
+                return Ok(());
+            }
+            t.protocol_paused = true;
+            t.protocol(py)
+        };
+        Self::flow_call(slf, p, "pause_writing")
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let p = {
+            let mut t = slf.borrow_mut();
+            if !(t.protocol_paused && t.queued_size <= t.marks.low) {
+                return Ok(());
+            }
+            t.protocol_paused = false;
+            t.protocol(py)
+        };
+        Self::flow_call(slf, p, "resume_writing")
+    }
+
+    fn flow_call(slf: &Bound<'_, Self>, protocol: Option<Py<PyAny>>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        let Some(p) = protocol else { return Ok(()) };
+        if let Err(e) = p.bind(py).call_method0(method) {
+            if stops_loop(py, &e) {
+                return Err(e);
+            }
+            let (loop_, wrapper) = {
+                let t = slf.borrow();
+                (t.loop_any(py), t.wrapper(py).map(Bound::unbind))
+            };
+            let exc = e.into_value(py).into_bound(py).into_any();
+            report(
+                &loop_,
+                &format!("protocol.{method}() failed"),
+                &exc,
+                wrapper.as_ref(),
+                Some(&p),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl DatagramTransport {
+    #[new]
+    #[pyo3(signature = (loop_, sock, protocol, wrapper, address, connected, native, py313))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        loop_: &Bound<'_, LoopCore>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+        address: Option<&Bound<'_, PyAny>>,
+        connected: bool,
+        native: bool,
+        py313: bool,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            loop_: loop_.clone().unbind(),
+            fd: crate::event_loop::fds::fileobj_to_fd(sock)?,
+            sock: Some(sock.clone().unbind()),
+            native,
+            wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
+            protocol: Some(protocol.clone().unbind()),
+            protocol_connected: true,
+            address: address
+                .filter(|a| a.is_truthy().unwrap_or(false))
+                .map(|a| a.clone().unbind()),
+            connected,
+            queue: VecDeque::new(),
+            queued_size: 0,
+            header_size: if py313 { 8 } else { 0 },
+            send_empty: py313,
+            marks: WaterMarks::default(),
+            protocol_paused: false,
+            conn_lost: 0,
+            closing: false,
+            reading: false,
+            writing: false,
+        })
+    }
+
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if !slf.borrow().closing {
+            Self::set_side(slf, Side::Read, true)?;
+        }
+        Ok(())
+    }
+
+    #[pyo3(signature = (data, addr = None))]
+    fn sendto(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {:?}",
+                data.get_type().name()?.to_string()
+            )));
+        }
+        let bytes: Bound<'_, PyBytes> = match data.cast::<PyBytes>() {
+            Ok(b) => b.clone(),
+            Err(_) => PyBytes::new(py, &pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?),
+        };
+        let len = bytes.as_bytes().len();
+        if len == 0 && !slf.borrow().send_empty {
+            return Ok(());
+        }
+        let mut addr = addr.filter(|a| !a.is_none());
+        let fixed = slf.borrow().address.as_ref().map(|a| a.clone_ref(py));
+        if let Some(fixed) = fixed {
+            let fixed = fixed.bind(py);
+            if let Some(a) = &addr {
+                if !a.eq(fixed)? {
+                    return Err(PyValueError::new_err(format!(
+                        "Invalid address: must be None or {}",
+                        fixed.str()?
+                    )));
+                }
+            }
+            addr = Some(fixed.clone());
+            let warn = {
+                let mut t = slf.borrow_mut();
+                if t.conn_lost > 0 {
+                    let w = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                    t.conn_lost += 1;
+                    Some(w)
+                } else {
+                    None
+                }
+            };
+            match warn {
+                Some(true) => {
+                    let a = crate::py::asyncio(py)?;
+                    a.logger.bind(py).call_method1(
+                        pyo3::intern!(py, "warning"),
+                        ("socket.send() raised exception.",),
+                    )?;
+                    return Ok(());
+                }
+                Some(false) => return Ok(()),
+                None => {}
+            }
+        }
+        if slf.borrow().queue.is_empty() {
+            match Self::send_one(slf, bytes.as_bytes(), addr.as_ref()) {
+                Ok(true) => return Ok(()),
+                Ok(false) => Self::set_side(slf, Side::Write, true)?,
+                Err(e) if stops_loop(py, &e) => return Err(e),
+                Err(e) if e.is_instance_of::<PyOSError>(py) => return Self::error_received(slf, e),
+                Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
+            }
+        }
+        {
+            let mut t = slf.borrow_mut();
+            t.queued_size += len + t.header_size;
+            t.queue.push_back((bytes.unbind(), addr.map(Bound::unbind)));
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    #[pyo3(name = "close")]
+    fn py_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, exc)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let marks = WaterMarks::from_args(high, low)?;
+        slf.borrow_mut().marks = marks;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.marks.low, self.marks.high)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.queued_size
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
+        self.protocol = Some(protocol.clone().unbind());
+        self.protocol_connected = true;
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol(py)
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.conn_lost
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    #[getter(_protocol_paused)]
+    fn protocol_paused_attr(&self) -> bool {
+        self.protocol_paused
+    }
+
+    #[getter]
+    fn _state(&self) -> (bool, bool, usize) {
+        (self.reading, self.writing, self.queued_size)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.sock)?;
+        visit.call(&self.wrapper)?;
+        visit.call(&self.protocol)?;
+        visit.call(&self.address)?;
+        for (d, a) in &self.queue {
+            visit.call(d)?;
+            visit.call(a)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.protocol = None;
+        self.address = None;
+        self.queue.clear();
+    }
+}
