@@ -44,6 +44,8 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._signal_handlers: dict = {}
         self._ssock = self._csock = None
         self._internal_fds = 0
+        # 3.13's create_unix_server records socket inodes here for cleanup.
+        self._unix_server_sockets: dict[Any, int] = {}
         self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -196,6 +198,22 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _stop_serving(self, sock: Any) -> None:
+        # asyncio's (3.13) Unix-loop version; on 3.11/3.12 nothing is ever
+        # recorded in _unix_server_sockets and this is the selector one.
+        path = sock.getsockname() if sock in self._unix_server_sockets else None
+        self._remove_reader(sock.fileno())
+        sock.close()
+        if path is not None:
+            prev_ino = self._unix_server_sockets.pop(sock)
+            try:
+                if os.stat(path).st_ino == prev_ino:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                _logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
@@ -243,7 +261,7 @@ _borrow(
 _borrow(
     Loop,
     _Selector,
-    "_start_serving _accept_connection _accept_connection2 _stop_serving "
+    "_start_serving _accept_connection _accept_connection2 "
     "sock_recv _sock_recv sock_recv_into _sock_recv_into sock_recvfrom _sock_recvfrom "
     "sock_recvfrom_into _sock_recvfrom_into sock_sendall _sock_sendall sock_sendto "
     "_sock_sendto sock_connect _sock_connect _sock_connect_cb _sock_write_done "
