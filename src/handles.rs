@@ -8,7 +8,7 @@
 //! asyncio's does.
 
 use crate::event_loop::LoopCore;
-use crate::py;
+use crate::py::{self, GilCell};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
@@ -17,10 +17,12 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+type Target = (Py<PyAny>, Py<PyTuple>);
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 pub struct Handle {
-    callback: Py<PyAny>,
-    args: Py<PyTuple>,
+    /// The callback and its arguments; None once cancelled.
+    target: GilCell<Option<Target>>,
     context: Py<PyAny>,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
@@ -50,8 +52,7 @@ impl Handle {
             None
         };
         Ok(Self {
-            callback,
-            args,
+            target: GilCell::new(Some((callback, args))),
             context,
             loop_,
             cancelled: AtomicBool::new(false),
@@ -94,6 +95,8 @@ impl Handle {
             let _already = self.saved_repr.set(r);
         }
         self.cancelled.store(true, Ordering::Relaxed);
+        let released = self.target.replace(py, None);
+        drop(released);
         Ok(true)
     }
 
@@ -103,8 +106,10 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let cb = this.callback.bind(py);
-        let args = this.args.bind(py);
+        let Some((cb, args)) = this.target(py) else {
+            return Ok(());
+        };
+        let (cb, args) = (cb.bind(py), args.bind(py));
         let result = py::run_in_context(this.context.bind(py), || {
             if args.is_empty() {
                 cb.call0()
@@ -114,11 +119,24 @@ impl Handle {
         });
         match result {
             Ok(_) => Ok(()),
-            Err(err) => this.report(slf.as_any(), err),
+            Err(err) => this.report(slf.as_any(), err, cb, args),
         }
     }
 
-    fn report(&self, slf: &Bound<'_, PyAny>, err: PyErr) -> PyResult<()> {
+    /// New references to the callback and its arguments, unless cancelled.
+    fn target(&self, py: Python<'_>) -> Option<Target> {
+        self.target.map(py, |t| {
+            t.as_ref().map(|(c, a)| (c.clone_ref(py), a.clone_ref(py)))
+        })
+    }
+
+    fn report(
+        &self,
+        slf: &Bound<'_, PyAny>,
+        err: PyErr,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
         let py = slf.py();
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
@@ -127,7 +145,7 @@ impl Handle {
         let debug = loop_
             .call_method0(pyo3::intern!(py, "get_debug"))?
             .is_truthy()?;
-        let cb = py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
+        let cb = py::format_callback_source(py, callback, args, debug)?;
         let ctx = PyDict::new(py);
         ctx.set_item("message", format!("Exception in callback {cb}"))?;
         ctx.set_item("exception", err.into_value(py))?;
@@ -156,10 +174,9 @@ impl Handle {
         if let Some(w) = when {
             info.push(format!("when={}", pyo3::types::PyFloat::new(py, w).str()?));
         }
-        if !cancelled {
+        if let Some((cb, args)) = self.target(py) {
             let debug = self.loop_debug(py)?;
-            let src =
-                py::format_callback_source(py, self.callback.bind(py), self.args.bind(py), debug)?;
+            let src = py::format_callback_source(py, cb.bind(py), args.bind(py), debug)?;
             info.push(src.to_string());
         }
         if let Some(tb) = self.non_empty_traceback(py) {
@@ -196,12 +213,12 @@ impl Handle {
 
     #[getter(_callback)]
     fn callback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        (!self.is_cancelled()).then(|| self.callback.clone_ref(py))
+        self.target(py).map(|t| t.0)
     }
 
     #[getter(_args)]
     fn args_attr(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        (!self.is_cancelled()).then(|| self.args.clone_ref(py))
+        self.target(py).map(|t| t.1)
     }
 
     #[getter(_cancelled)]
@@ -235,8 +252,10 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
+        if let Some((cb, args)) = self.target.in_traverse() {
+            visit.call(cb)?;
+            visit.call(args)?;
+        }
         visit.call(&self.context)?;
         visit.call(&self.loop_)?;
         visit.call(&self.source_traceback)?;
@@ -344,9 +363,15 @@ impl TimerHandle {
     fn same(a: &Bound<'_, Self>, b: &Bound<'_, Self>) -> PyResult<bool> {
         let py = a.py();
         let (ha, hb) = (a.as_super().get(), b.as_super().get());
-        Ok(a.get().when == b.get().when
-            && ha.callback.bind(py).eq(hb.callback.bind(py))?
-            && ha.args.bind(py).eq(hb.args.bind(py))?
-            && ha.is_cancelled() == hb.is_cancelled())
+        if a.get().when != b.get().when || ha.is_cancelled() != hb.is_cancelled() {
+            return Ok(false);
+        }
+        Ok(match (ha.target(py), hb.target(py)) {
+            (Some((ca, aa)), Some((cb, ab))) => {
+                ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?
+            }
+            (None, None) => true,
+            _ => false,
+        })
     }
 }

@@ -140,3 +140,53 @@ pub fn vectorcall<'py>(
         Bound::from_owned_ptr_or_err(py, res)
     }
 }
+
+/// A cell only touched while attached to the interpreter, for the few
+/// fields of frozen pyclasses that change after creation (a handle drops
+/// its callback when cancelled, as asyncio's does, so that whatever the
+/// callback references is freed without waiting for the handle).
+///
+/// All access goes through methods that take a `Python` token, i.e. with the
+/// GIL held, which serialises them on the GIL-enabled builds ferroloop
+/// supports; and no reference into the cell outlives a method call, so a
+/// finalizer that runs while a replaced value is dropped sees a consistent
+/// cell.
+pub struct GilCell<T>(std::cell::UnsafeCell<T>);
+
+// SAFETY: see the type's documentation: every access holds the GIL and
+// returns no borrow of the contents, so there is never concurrent or
+// overlapping access. T: Send because the value may be dropped on whichever
+// thread holds the GIL.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Computes from the contents; `f` must not run Python code (cloning
+    /// references is fine: an incref runs none).
+    pub fn map<R>(&self, _py: Python<'_>, f: impl FnOnce(&T) -> R) -> R {
+        // SAFETY: the GIL is held (`_py`), so no other thread is inside any
+        // method of this cell, and `f` runs no Python code that could
+        // re-enter it; the shared borrow ends when `f` returns.
+        f(unsafe { &*self.0.get() })
+    }
+
+    /// Swaps the contents; the old value is returned, to be dropped by the
+    /// caller after this call (dropping may run Python finalizers).
+    pub fn replace(&self, _py: Python<'_>, value: T) -> T {
+        // SAFETY: as in `map`: the GIL is held, nothing else is borrowing
+        // the contents, and the exclusive borrow ends before we return.
+        unsafe { std::mem::replace(&mut *self.0.get(), value) }
+    }
+
+    /// The contents during garbage-collection traversal, which CPython runs
+    /// with the GIL held and without running Python code.
+    pub fn in_traverse(&self) -> &T {
+        // SAFETY: tp_traverse is called by the collector with the GIL held
+        // and runs no Python code, so the cell cannot change while the
+        // returned borrow (scoped to the traversal) is in use.
+        unsafe { &*self.0.get() }
+    }
+}

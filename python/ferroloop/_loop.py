@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 import weakref
-from asyncio import base_events, events, selector_events, unix_events
+from asyncio import base_events, constants, events, selector_events, sslproto, unix_events
 from typing import Any
 
 from . import _ferroloop, _transports
@@ -217,8 +217,36 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
-    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("ferroloop: TLS transports are not implemented yet")
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # NOTE: TLS runs in asyncio's own sslproto (a BufferedProtocol over
+        # ssl.MemoryBIO) on top of the native socket transport, as in
+        # asyncio's selector loop; a Rust TLS layer is issue 5's work.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     # --- signals -----------------------------------------------------------
     # Signal numbers arrive through `signal.set_wakeup_fd` on a socket pair
@@ -254,7 +282,7 @@ _borrow(
     _Base,
     "create_connection _create_connection_transport _connect_sock _ensure_resolved "
     "create_server _create_server_getaddrinfo connect_accepted_socket "
-    "create_datagram_endpoint "
+    "create_datagram_endpoint start_tls "
     "sendfile _sendfile_native _sendfile_fallback sock_sendfile "
     "_sock_sendfile_native _sock_sendfile_fallback _check_sendfile_params",
 )

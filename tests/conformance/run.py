@@ -38,6 +38,8 @@ DEFAULT_MODULES = [
     # networking (issue 3, in progress)
     "test_streams", "test_server", "test_sock_lowlevel", "test_buffered_proto",
     "test_protocols", "test_transports", "test_sendfile", "test_unix_events",
+    # TLS (issue 5: today asyncio's sslproto over the native transport)
+    "test_ssl", "test_sslproto",
 ]
 # Never run, not even with --all: these test asyncio's private internals
 # (BaseEventLoop, the selector/proactor/Windows machinery, pure-Python vs C

@@ -1,0 +1,204 @@
+"""Wrong types and odd values: the same errors (or the same tolerance) as asyncio."""
+
+import asyncio
+import math
+import socket
+
+import pytest
+from conftest import run_once
+
+
+def noop(*args):
+    pass
+
+
+# --- delays and deadlines ---------------------------------------------------------------
+
+
+def test_none_delay_and_deadline(loop):
+    with pytest.raises(TypeError, match="^delay must not be None$"):
+        loop.call_later(None, noop)
+    with pytest.raises(TypeError, match="^when cannot be None$"):
+        loop.call_at(None, noop)
+
+
+@pytest.mark.parametrize("delay", ["1", b"1", [1], object()])
+def test_non_number_delay(loop, delay):
+    with pytest.raises(TypeError):
+        loop.call_later(delay, noop)
+
+
+@pytest.mark.parametrize("when", ["1", b"1", object()])
+def test_non_number_deadline_fails_by_the_next_iteration(loop, when):
+    # asyncio accepts the deadline and fails when its loop compares it;
+    # failing at once is fine too. Either way: TypeError, nothing runs.
+    out = []
+    handle = None
+    with pytest.raises(TypeError):
+        handle = loop.call_at(when, out.append, "ran")
+        run_once(loop)
+    if handle is not None:
+        handle.cancel()  # let the fixture's teardown run the loop
+    assert out == []
+
+
+def test_negative_delay_fires_as_soon_as_possible(loop):
+    out = []
+    loop.call_later(-5, out.append, "negative")
+    loop.call_soon(out.append, "soon")
+    loop.call_later(0, out.append, "zero")
+    loop.call_at(-math.inf, out.append, "-inf")
+    loop.call_at(loop.time() - 100, out.append, "past")
+    run_once(loop)
+    run_once(loop)
+    assert out[0] == "soon"
+    assert sorted(out[1:]) == ["-inf", "negative", "past", "zero"]
+
+
+def test_infinite_delay_never_fires(loop):
+    out = []
+    handle = loop.call_later(math.inf, out.append, "inf")
+    far = loop.call_later(1e300, out.append, "1e300")
+    assert handle.when() == math.inf
+    assert far.when() == 1e300
+    loop.call_later(0.01, out.append, "real")
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert out == ["real"]
+
+
+def test_nan_delay_fires_on_the_next_iteration(loop):
+    out = []
+    handle = loop.call_later(math.nan, out.append, "nan")
+    assert math.isnan(handle.when())
+    run_once(loop)
+    assert out == ["nan"]
+
+
+@pytest.mark.ferroloop_bug(
+    "a NaN deadline sorts after every number, so it waits behind later timers; "
+    "asyncio's comparisons put it at the head and fire it on the next iteration"
+)
+def test_nan_delay_fires_before_later_timers(loop):
+    out = []
+    loop.call_later(math.nan, out.append, "nan")
+    far = loop.call_later(3600, out.append, "an hour")
+    loop.call_later(0.01, out.append, "soon")
+    run_once(loop)
+    far.cancel()
+    assert out == ["nan"]
+
+
+# --- callbacks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [("call_soon", ()), ("call_soon_threadsafe", ()), ("call_later", (0,)), ("call_at", (0,))],
+)
+def test_non_callable_callback_is_reported_when_run(loop, method, args):
+    contexts = []
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+    out = []
+    handle = getattr(loop, method)(*args, 42)
+    loop.call_later(0, out.append, "still running")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert out == ["still running"]
+    [ctx] = contexts
+    assert ctx["message"] == "Exception in callback 42()"
+    assert isinstance(ctx["exception"], TypeError)
+    assert str(ctx["exception"]) == "'int' object is not callable"
+    assert ctx["handle"] is handle
+    assert repr(handle).startswith("<") and "42()" in repr(handle)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "name"),
+    [
+        ("call_soon", (), "call_soon"),
+        ("call_soon_threadsafe", (), "call_soon_threadsafe"),
+        ("call_later", (0,), "call_at"),
+        ("call_at", (0,), "call_at"),
+    ],
+)
+def test_non_callable_callback_is_refused_in_debug_mode(loop, method, args, name):
+    loop.set_debug(True)
+    with pytest.raises(TypeError, match=rf"^a callable object was expected by {name}\(\), got 42$"):
+        getattr(loop, method)(*args, 42)
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [("call_soon", ()), ("call_soon_threadsafe", ()), ("call_later", (0,)), ("call_at", (0,))],
+)
+def test_keyword_arguments_for_the_callback_are_refused(loop, method, args):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        getattr(loop, method)(*args, noop, x=1)
+
+
+def test_missing_callback(loop):
+    with pytest.raises(TypeError):
+        loop.call_soon()
+    with pytest.raises(TypeError):
+        loop.call_later(1)
+
+
+def test_a_context_that_is_not_a_context_is_reported_when_run(loop):
+    contexts = []
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+    out = []
+    handle = loop.call_soon(out.append, "never", context=42)
+    loop.call_soon(out.append, "still running")
+    run_once(loop)
+    assert out == ["still running"]
+    [ctx] = contexts
+    assert ctx["handle"] is handle
+    assert isinstance(ctx["exception"], (TypeError, AttributeError))
+
+
+# --- a closed loop ---------------------------------------------------------------------------
+
+CLOSED_LOOP_CALLS = {
+    "call_soon": lambda loop: loop.call_soon(noop),
+    "call_soon_threadsafe": lambda loop: loop.call_soon_threadsafe(noop),
+    "call_later": lambda loop: loop.call_later(1, noop),
+    "call_at": lambda loop: loop.call_at(1, noop),
+    "run_forever": lambda loop: loop.run_forever(),
+    "run_in_executor": lambda loop: loop.run_in_executor(None, noop),
+    "add_reader": lambda loop: loop.add_reader(0, noop),
+    "add_writer": lambda loop: loop.add_writer(1, noop),
+    "add_signal_handler": lambda loop: loop.add_signal_handler(10, noop),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_LOOP_CALLS))
+def test_closed_loop_raises_runtime_error(loop, name):
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        CLOSED_LOOP_CALLS[name](loop)
+
+
+@pytest.mark.parametrize("method", ["run_until_complete", "create_task"])
+def test_closed_loop_refuses_coroutines(loop, method):
+    loop.close()
+    coro = asyncio.sleep(0)
+    try:
+        with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+            getattr(loop, method)(coro)
+    finally:
+        coro.close()
+
+
+def test_closed_loop_tolerates_what_asyncio_tolerates(loop):
+    a, b = socket.socketpair()
+    with a, b:
+        loop.close()
+        loop.close()
+        loop.stop()
+        assert loop.remove_reader(a) is False
+        assert loop.remove_writer(a) is False
+        assert loop.remove_signal_handler(10) is False
+        assert isinstance(loop.time(), float)
+        assert loop.is_closed() and not loop.is_running()
+

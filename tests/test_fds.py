@@ -1,0 +1,335 @@
+"""add_reader/add_writer and their removal: level-triggered, asyncio's bookkeeping."""
+
+import contextvars
+import errno
+import os
+import socket
+import tempfile
+
+import pytest
+from conftest import run_once
+
+VAR = contextvars.ContextVar("VAR", default="default")
+
+
+def noop(*args):
+    pass
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    with a, b:
+        yield a, b
+
+
+def test_reader_is_level_triggered(loop, pair):
+    """The reader runs again on every iteration while data stays unread."""
+    a, b = pair
+    out = []
+
+    def tick():
+        out.append("t")
+        if len(out) < 12:
+            loop.call_soon(tick)
+        else:
+            loop.stop()
+
+    b.send(b"x")
+    loop.add_reader(a, out.append, "r")
+    loop.call_soon(tick)
+    loop.run_forever()
+    loop.remove_reader(a)
+    # One tick per iteration, and the unread socket's reader after it every time.
+    assert "".join(out) == "tr" * 7
+
+
+def test_reader_stops_once_the_data_is_read(loop, pair):
+    a, b = pair
+    got = []
+
+    def read():
+        got.append(a.recv(100))
+
+    b.send(b"hello")
+    loop.add_reader(a, read)
+    for _ in range(3):
+        run_once(loop)
+    loop.remove_reader(a)
+    assert got == [b"hello"]
+
+
+def test_writer_is_level_triggered(loop, pair):
+    a, b = pair
+    calls = []
+
+    def write():
+        calls.append(1)
+        if len(calls) == 3:
+            loop.stop()
+
+    loop.add_writer(b, write)
+    loop.run_forever()
+    assert calls == [1, 1, 1]
+    assert loop.remove_writer(b) is True
+
+
+def test_reader_gets_its_args_and_eof(loop, pair):
+    a, b = pair
+    got = []
+
+    def read(tag, n):
+        data = a.recv(n)
+        got.append((tag, data))
+        if not data:
+            loop.remove_reader(a)
+            loop.stop()
+
+    loop.add_reader(a, read, "tag", 10)
+    b.send(b"data")
+    b.close()
+    loop.run_forever()
+    assert got == [("tag", b"data"), ("tag", b"")]
+
+
+def test_pipe(loop):
+    r, w = os.pipe()
+    try:
+        got = []
+
+        def read():
+            got.append(os.read(r, 100))
+            loop.remove_reader(r)
+            loop.stop()
+
+        loop.add_reader(r, read)
+        os.write(w, b"through a pipe")
+        loop.run_forever()
+        assert got == [b"through a pipe"]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_reader_and_writer_on_one_descriptor_are_independent(loop, pair):
+    a, b = pair
+    out = []
+    loop.add_reader(a, out.append, "r")
+    loop.add_writer(a, out.append, "w")
+    b.send(b"x")
+    run_once(loop)
+    assert sorted(out) == ["r", "w"]
+    assert loop.remove_writer(a) is True
+    out.clear()
+    run_once(loop)
+    assert out == ["r"]
+    assert loop.remove_reader(a) is True
+
+
+def test_remove_return_values(loop, pair):
+    a, b = pair
+    assert loop.remove_reader(a) is False
+    assert loop.remove_writer(a) is False
+    loop.add_reader(a, noop)
+    assert loop.remove_writer(a) is False
+    assert loop.remove_reader(a) is True
+    assert loop.remove_reader(a) is False
+    loop.add_writer(a.fileno(), noop)
+    assert loop.remove_writer(a) is True  # the socket and its number are one descriptor
+
+
+def test_removed_reader_does_not_run(loop, pair):
+    a, b = pair
+    out = []
+    b.send(b"x")
+    loop.add_reader(a, out.append, "r")
+    loop.remove_reader(a)
+    run_once(loop)
+    assert out == []
+
+
+def test_a_callback_removing_a_reader_stops_it_in_the_same_iteration(loop, pair):
+    a, b = pair
+    out = []
+
+    def remove_reader():
+        out.append("writer")
+        loop.remove_reader(a)
+
+    b.send(b"x")
+    loop.add_writer(b, remove_reader)  # b is writable; a's reader becomes ready too
+    loop.add_reader(a, out.append, "reader")
+    run_once(loop)
+    loop.remove_writer(b)
+    run_once(loop)
+    assert out.count("writer") == 1
+    assert out.count("reader") <= 1
+
+
+def test_replacing_a_reader_cancels_the_old_handle(loop, pair):
+    a, b = pair
+    out = []
+    old = loop._add_reader(a.fileno(), out.append, "old")
+    new = loop._add_reader(a.fileno(), out.append, "new")
+    assert old.cancelled() and not new.cancelled()
+    b.send(b"x")
+    run_once(loop)
+    assert out == ["new"]
+    assert loop.remove_reader(a) is True
+    assert new.cancelled()
+
+
+def test_replacing_a_writer_runs_only_the_new_one(loop, pair):
+    a, b = pair
+    out = []
+    loop.add_writer(a, out.append, "old")
+    loop.add_writer(a, out.append, "new")
+    run_once(loop)
+    assert out == ["new"]
+    assert loop.remove_writer(a) is True
+    assert loop.remove_writer(a) is False
+
+
+def test_exceptions_in_a_reader_go_to_the_handler_and_it_stays_registered(loop, pair):
+    a, b = pair
+    contexts = []
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+
+    def fail():
+        raise ValueError("in a reader")
+
+    b.send(b"x")
+    loop.add_reader(a, fail)
+    run_once(loop)
+    run_once(loop)
+    loop.remove_reader(a)
+    assert [str(c["exception"]) for c in contexts] == ["in a reader"] * 2
+
+
+def test_reader_runs_in_the_context_of_add_reader(loop, pair):
+    a, b = pair
+    seen = []
+
+    def register():
+        VAR.set("at add_reader")
+        loop.add_reader(a, lambda: seen.append(VAR.get()))
+
+    contextvars.copy_context().run(register)
+    b.send(b"x")
+    run_once(loop)
+    loop.remove_reader(a)
+    assert seen == ["at add_reader"]
+
+
+# --- what counts as a file object ----------------------------------------------------------
+
+
+class FileLike:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+
+def test_objects_with_fileno(loop, pair):
+    a, b = pair
+    out = []
+    loop.add_reader(FileLike(a.fileno()), out.append, "file-like")
+    b.send(b"x")
+    run_once(loop)
+    assert out == ["file-like"]
+    assert loop.remove_reader(FileLike(a.fileno())) is True
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+@pytest.mark.parametrize(
+    ("fileobj", "message"),
+    [
+        (-1, "Invalid file descriptor: -1"),
+        (FileLike(-5), "Invalid file descriptor: -5"),
+        (object(), "Invalid file object: <object object at"),
+        ("3", "Invalid file object: '3'"),
+        (3.0, "Invalid file object: 3.0"),
+        (FileLike("x"), "Invalid file object: <test_fds.FileLike object at"),
+    ],
+)
+def test_invalid_file_objects_raise_value_error(loop, method, fileobj, message):
+    args = (noop,) if method.startswith("add") else ()
+    with pytest.raises(ValueError) as exc:
+        getattr(loop, method)(fileobj, *args)
+    assert str(exc.value).startswith(message)
+
+
+class FailingFileno:
+    def fileno(self):
+        raise KeyError("fileno failed")
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_other_exceptions_from_fileno_propagate(loop, method):
+    args = (noop,) if method.startswith("add") else ()
+    with pytest.raises(KeyError, match="fileno failed"):
+        getattr(loop, method)(FailingFileno(), *args)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_regular_file_is_refused_as_by_epoll(loop, method):
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(PermissionError) as exc:
+            getattr(loop, method)(f, noop)
+        assert exc.value.errno == errno.EPERM
+        assert loop.remove_reader(f) is False
+        assert loop.remove_writer(f) is False
+
+
+def test_closed_descriptor_is_refused(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    with pytest.raises(OSError) as exc:
+        loop.add_reader(fd, noop)
+    assert exc.value.errno == errno.EBADF
+
+
+def test_descriptor_closed_while_registered_can_be_removed(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, noop)
+    a.close()
+    b.close()
+    assert loop.remove_reader(fd) is True
+
+
+# --- a closed loop ------------------------------------------------------------------------
+
+
+def test_closed_loop(loop, pair):
+    a, b = pair
+    loop.add_reader(a, noop)
+    loop.close()
+    for method in (loop.add_reader, loop.add_writer):
+        with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+            method(a, noop)
+    assert loop.remove_reader(a) is False
+    assert loop.remove_writer(a) is False
+
+
+def test_closed_loop_still_validates_file_objects_on_remove(loop):
+    loop.close()
+    with pytest.raises(ValueError, match="Invalid file object"):
+        loop.remove_reader(object())
+    with pytest.raises(ValueError, match="Invalid file object"):
+        loop.remove_writer(object())
+
+
+@pytest.mark.ferroloop_bug(
+    "on a closed loop add_reader(-1)/add_writer(-1) raise ValueError('Invalid file "
+    "descriptor: -1'); asyncio checks closed first: RuntimeError('Event loop is closed')"
+)
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_loop_is_checked_before_the_descriptor(loop, method):
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        getattr(loop, method)(-1, noop)

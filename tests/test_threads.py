@@ -1,0 +1,175 @@
+"""The loop and other threads: call_soon_threadsafe, executors, to_thread."""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
+
+import pytest
+
+VAR = contextvars.ContextVar("VAR", default="default")
+
+# Only there to end a hang: a test whose wake-up is lost fails instead.
+GUARD = 10.0
+
+
+def noop():
+    pass
+
+
+def in_thread(fn, *args):
+    thread = threading.Thread(target=fn, args=args)
+    thread.start()
+    return thread
+
+
+def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
+    guard_fired = []
+
+    async def main():
+        woken = loop.create_future()
+
+        def wake():
+            time.sleep(0.05)  # let the loop block in its poll
+            loop.call_soon_threadsafe(woken.set_result, threading.get_ident())
+
+        thread = in_thread(wake)
+        guard = loop.call_later(GUARD, guard_fired.append, True)
+        ident = await woken
+        guard.cancel()
+        thread.join()
+        return ident
+
+    assert loop.run_until_complete(main()) != threading.get_ident()
+    assert guard_fired == [], "the loop slept through call_soon_threadsafe"
+
+
+@pytest.mark.ferroloop_bug(
+    "lost wake-up: after a burst of call_soon_threadsafe calls from another thread, "
+    "later calls no longer wake a blocked loop (Poller::drain_wake clears the pending "
+    "flag before reading the eventfd, so a wake() in between is swallowed for good)"
+)
+def test_call_soon_threadsafe_keeps_waking_the_loop_after_bursts(loop):
+    guard_fired = []
+
+    async def main():
+        for attempt in range(100):
+            woken = loop.create_future()
+
+            def burst_then_wake():
+                time.sleep(0.0005)  # let the loop block in its poll
+                for _ in range(5000):
+                    loop.call_soon_threadsafe(noop)
+                time.sleep(0.001)  # let it go idle again
+                loop.call_soon_threadsafe(woken.set_result, None)
+
+            thread = in_thread(burst_then_wake)
+            guard = loop.call_later(GUARD, guard_fired.append, attempt)
+            await woken
+            guard.cancel()
+            thread.join()
+            if guard_fired:
+                return
+
+    loop.run_until_complete(main())
+    assert guard_fired == [], "the loop slept through call_soon_threadsafe"
+
+
+def test_call_soon_threadsafe_before_the_loop_runs(loop):
+    out = []
+    in_thread(loop.call_soon_threadsafe, out.append, "queued").join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["queued"]
+
+
+def test_call_soon_threadsafe_on_a_closed_loop(loop):
+    loop.close()
+    errors = []
+
+    def call():
+        try:
+            loop.call_soon_threadsafe(noop)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    in_thread(call).join()
+    assert errors == ["Event loop is closed"]
+
+
+def test_run_coroutine_threadsafe_from_another_thread(loop):
+    results = []
+
+    async def double(x):
+        await asyncio.sleep(0)
+        return (x * 2, threading.get_ident())
+
+    async def main():
+        def submit():
+            future = asyncio.run_coroutine_threadsafe(double(21), loop)
+            results.append(future.result(timeout=GUARD))
+
+        await asyncio.to_thread(submit)
+
+    loop.run_until_complete(main())
+    assert results == [(42, threading.get_ident())]
+
+
+# --- executors --------------------------------------------------------------------------
+
+
+def test_run_in_executor_runs_in_another_thread(loop):
+    def work(a, b):
+        return a + b, threading.get_ident()
+
+    result, ident = loop.run_until_complete(loop.run_in_executor(None, work, 1, 2))
+    assert result == 3
+    assert ident != threading.get_ident()
+
+
+def test_run_in_executor_propagates_exceptions(loop):
+    def fail():
+        raise ValueError("in the executor")
+
+    with pytest.raises(ValueError, match="in the executor"):
+        loop.run_until_complete(loop.run_in_executor(None, fail))
+
+
+def test_run_in_executor_with_an_explicit_executor(loop):
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="explicit") as executor:
+        name = loop.run_until_complete(
+            loop.run_in_executor(executor, lambda: threading.current_thread().name)
+        )
+    assert name.startswith("explicit")
+
+
+def test_set_default_executor(loop):
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="default")
+    loop.set_default_executor(executor)
+    name = loop.run_until_complete(
+        loop.run_in_executor(None, lambda: threading.current_thread().name)
+    )
+    assert name.startswith("default")
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def test_set_default_executor_needs_a_thread_pool(loop):
+    with pytest.raises(TypeError, match="executor must be ThreadPoolExecutor instance"):
+        loop.set_default_executor(42)
+
+
+def test_run_in_executor_on_a_closed_loop(loop):
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        loop.run_in_executor(None, noop)
+
+
+def test_to_thread_carries_the_context(loop):
+    async def main():
+        VAR.set("in the task")
+        return await asyncio.to_thread(lambda: (VAR.get(), threading.get_ident()))
+
+    value, ident = loop.run_until_complete(main())
+    assert value == "in the task"
+    assert ident != threading.get_ident()
