@@ -217,6 +217,12 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
+
     def _make_ssl_transport(
         self,
         rawsock,
@@ -283,6 +289,7 @@ _borrow(
     "create_connection _create_connection_transport _connect_sock _ensure_resolved "
     "create_server _create_server_getaddrinfo connect_accepted_socket "
     "create_datagram_endpoint start_tls "
+    "connect_read_pipe connect_write_pipe subprocess_exec subprocess_shell _log_subprocess "
     "sendfile _sendfile_native _sendfile_fallback sock_sendfile "
     "_sock_sendfile_native _sock_sendfile_fallback _check_sendfile_params",
 )
@@ -299,6 +306,7 @@ _borrow(
     Loop,
     _Unix,
     "create_unix_connection create_unix_server _sock_sendfile_native "
+    "_make_subprocess_transport _child_watcher_callback "
     "_sock_sendfile_native_impl _sock_sendfile_update_filepos "
     "_sock_add_cancellation_callback",
 )

@@ -5,12 +5,16 @@ cannot share, yet libraries check `isinstance(t, asyncio.Transport)` and
 probe a few of asyncio's attributes (`_sock`, `_loop`, `_protocol`). So each
 transport is this thin subclass holding a Rust core: every method forwards
 to the core, which owns the socket I/O, the buffers and the protocol calls.
+Like asyncio's own transports they have an instance __dict__, because code
+and tests patch methods on transport instances.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import stat
 import sys
 import warnings
 from asyncio import base_events, constants, trsock
@@ -32,7 +36,6 @@ _FlowControlMixin: Any = getattr(asyncio.transports, "_FlowControlMixin")
 class SocketTransport(_FlowControlMixin):
     """A TCP or Unix stream transport."""
 
-    __slots__ = ("_core", "_sock", "_server", "__weakref__")
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -168,7 +171,6 @@ class SocketTransport(_FlowControlMixin):
 class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
     """A UDP or Unix datagram transport."""
 
-    __slots__ = ("_core", "_sock", "_address", "__weakref__")
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         asyncio.BaseTransport.__init__(self, extra)
@@ -263,6 +265,182 @@ class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
         return self._core.get_protocol()
 
     def _fatal_error(self, exc, message="Fatal error on transport") -> None:
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
+
+def _check_pipe(fileno: int, message: str) -> int:
+    """asyncio's check: pipe transports are for pipes, sockets and character
+    devices. Returns the mode."""
+    mode = os.fstat(fileno).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        raise ValueError(message)
+    return mode
+
+
+class ReadPipeTransport(asyncio.ReadTransport):
+    """The read end of a pipe, FIFO, character device or PTY."""
+
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._pipe = None
+        fileno = pipe.fileno()
+        _check_pipe(fileno, "Pipe transport is for pipes/sockets only.")
+        os.set_blocking(fileno, False)
+        self._pipe = pipe
+        self._fileno = fileno
+        self._core = _ferroloop.ReadPipeTransport(loop, pipe, protocol, self)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._core._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        # What asyncio's pipe transports show on a loop without a selector.
+        info.append("open" if self._pipe is not None else "closed")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def close(self) -> None:
+        self._core.close()
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
+
+class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
+    """The write end of a pipe, FIFO, character device or PTY."""
+
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        asyncio.BaseTransport.__init__(self, extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._pipe = None
+        fileno = pipe.fileno()
+        mode = _check_pipe(fileno, "Pipe transport is only for pipes, sockets and character devices")
+        os.set_blocking(fileno, False)
+        self._pipe = pipe
+        self._fileno = fileno
+        # A readable FIFO or socket end means the reader went away.
+        watch = stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode)
+        self._core = _ferroloop.WritePipeTransport(loop, pipe, protocol, self, watch)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._core._start_watching)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        # What asyncio's pipe transports show on a loop without a selector.
+        info.append("open" if self._pipe is not None else "closed")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    def write(self, data) -> None:
+        assert isinstance(data, (bytes, bytearray, memoryview)), repr(data)
+        self._core.write(data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
         self._core._fatal_error(exc, message)
 
     def _call_connection_lost(self, exc) -> None:

@@ -9,6 +9,7 @@
 
 pub mod datagram;
 pub mod flow;
+pub mod pipes;
 pub mod stream;
 pub mod write_buffer;
 

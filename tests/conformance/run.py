@@ -40,6 +40,8 @@ DEFAULT_MODULES = [
     "test_protocols", "test_transports", "test_sendfile", "test_unix_events",
     # TLS (issue 5: today asyncio's sslproto over the native transport)
     "test_ssl", "test_sslproto",
+    # subprocesses and pipes (issue 4)
+    "test_subprocess",
 ]
 # Never run, not even with --all: these test asyncio's private internals
 # (BaseEventLoop, the selector/proactor/Windows machinery, pure-Python vs C

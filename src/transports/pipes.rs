@@ -1,0 +1,821 @@
+//! Pipe transports (pipes, FIFOs, character devices, PTYs): asyncio's
+//! `_UnixReadPipeTransport` and `_UnixWritePipeTransport`, natively.
+//!
+//! # Implementation
+//! The read side reads into the shared scratch buffer and hands an exact-size
+//! `bytes` to `data_received`; at EOF it schedules `eof_received` and then
+//! `connection_lost`, as asyncio does. The write side writes at once when
+//! nothing is queued, queues the rest (see `write_buffer`) and flushes with
+//! `writev` when writable; it also watches its descriptor for readability,
+//! which for a pipe means the reader went away (asyncio's EPIPE detection).
+
+use super::flow::WaterMarks;
+use super::write_buffer::WriteBuffer;
+use super::{log_debug, report};
+use crate::errors;
+use crate::event_loop::fds::Side;
+use crate::event_loop::source::{self, IoSource};
+use crate::event_loop::LoopCore;
+use crate::sys::borrow_raw;
+use pyo3::exceptions::{PyBrokenPipeError, PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyWeakrefReference};
+use rustix::io::Errno;
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+const MAX_READ: usize = 256 * 1024;
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+const EIO: i32 = 5;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// What both pipe transports share: the loop, the pipe object, the
+/// protocol and a weak reference to the Python transport.
+struct Common {
+    loop_: Py<LoopCore>,
+    fd: RawFd,
+    pipe: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    wrapper: Option<Py<PyAny>>,
+    closing: bool,
+}
+
+impl Common {
+    fn new(
+        loop_: &Bound<'_, LoopCore>,
+        pipe: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            loop_: loop_.clone().unbind(),
+            fd: crate::event_loop::fds::fileobj_to_fd(pipe)?,
+            pipe: Some(pipe.clone().unbind()),
+            protocol: Some(protocol.clone().unbind()),
+            wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
+            closing: false,
+        })
+    }
+
+    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.wrapper
+            .as_ref()?
+            .bind(py)
+            .cast::<PyWeakrefReference>()
+            .ok()?
+            .upgrade()
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.loop_
+            .bind(py)
+            .try_borrow()
+            .map(|l| l.debug_enabled())
+            .unwrap_or(false)
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.pipe)?;
+        visit.call(&self.protocol)?;
+        visit.call(&self.wrapper)
+    }
+
+    /// `_call_connection_lost`: tell the protocol, then close the pipe
+    /// whatever the protocol did.
+    fn connection_lost(
+        py: Python<'_>,
+        protocol: Option<Py<PyAny>>,
+        pipe: Option<Py<PyAny>>,
+        wrapper: Option<Bound<'_, PyAny>>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let result = match &protocol {
+            Some(p) => p
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        if let Some(p) = &pipe {
+            p.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        if let Some(w) = &wrapper {
+            w.setattr(pyo3::intern!(py, "_pipe"), py.None())?;
+        }
+        drop((protocol, pipe, wrapper));
+        result
+    }
+}
+
+/// The Python transport's `_call_connection_lost` (its handle keeps the
+/// transport alive until it runs), or the core's.
+fn schedule_lost(
+    target: Bound<'_, PyAny>,
+    loop_: &Py<LoopCore>,
+    exc: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = target.py();
+    let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+    loop_
+        .bind(py)
+        .call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reading
+
+#[pyclass(module = "ferroloop._ferroloop")]
+pub struct ReadPipeTransport {
+    c: Common,
+    paused: bool,
+    reading: bool,
+}
+
+struct ReadSource(Py<ReadPipeTransport>, Option<Py<PyAny>>);
+
+impl IoSource for ReadSource {
+    fn on_ready(&self, py: Python<'_>, _side: Side) -> PyResult<()> {
+        ReadPipeTransport::read_ready(self.0.bind(py))
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)?;
+        visit.call(&self.1)
+    }
+}
+
+impl ReadPipeTransport {
+    fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd, was, wrapper) = {
+            let mut t = slf.borrow_mut();
+            let was = t.reading;
+            t.reading = on;
+            (
+                t.c.loop_.clone_ref(py),
+                t.c.fd,
+                was,
+                t.c.wrapper(py).map(Bound::unbind),
+            )
+        };
+        if on && !was {
+            source::watch(
+                loop_.bind(py),
+                fd,
+                Side::Read,
+                Arc::new(ReadSource(slf.clone().unbind(), wrapper)),
+            )?;
+        } else if !on && was {
+            source::unwatch(loop_.bind(py), fd, Side::Read);
+        }
+        Ok(())
+    }
+
+    fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        slf.borrow()
+            .c
+            .wrapper(slf.py())
+            .unwrap_or_else(|| slf.clone().into_any())
+    }
+
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fd = slf.borrow().c.fd;
+        let got = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            rustix::io::read(borrow_raw(fd), &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
+        });
+        match got {
+            Err(Errno::AGAIN | Errno::INTR) => Ok(()),
+            Err(e) => Self::fatal(
+                slf,
+                errors::os_error(e.into()),
+                "Fatal read error on pipe transport",
+            ),
+            Ok(data) if !data.as_bytes().is_empty() => {
+                // Bound first: an `if let` scrutinee's borrow would last
+                // through data_received, which may pause reading.
+                let protocol = slf.borrow().c.protocol(py);
+                if let Some(p) = protocol {
+                    p.bind(py)
+                        .call_method1(pyo3::intern!(py, "data_received"), (data,))?;
+                }
+                Ok(())
+            }
+            Ok(_) => {
+                if slf.borrow().c.debug(py) {
+                    let a = crate::py::asyncio(py)?;
+                    a.logger.bind(py).call_method1(
+                        pyo3::intern!(py, "info"),
+                        ("%r was closed by peer", Self::target(slf)),
+                    )?;
+                }
+                slf.borrow_mut().c.closing = true;
+                Self::set_reading(slf, false)?;
+                let (loop_, protocol) = {
+                    let t = slf.borrow();
+                    (t.c.loop_.clone_ref(py), t.c.protocol(py))
+                };
+                if let Some(p) = protocol {
+                    let eof = p.bind(py).getattr(pyo3::intern!(py, "eof_received"))?;
+                    loop_
+                        .bind(py)
+                        .call_method1(pyo3::intern!(py, "call_soon"), (eof,))?;
+                }
+                schedule_lost(Self::target(slf), &loop_, py.None().into_bound(py))
+            }
+        }
+    }
+
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if stops_loop(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py).into_any();
+        let is_eio = exc.is_instance_of::<PyOSError>()
+            && exc.getattr("errno")?.extract::<i32>().ok() == Some(EIO);
+        if is_eio {
+            if slf.borrow().c.debug(py) {
+                log_debug(py, ("%r: %s", Self::target(slf), message))?;
+            }
+        } else {
+            let (loop_, wrapper, protocol) = {
+                let t = slf.borrow();
+                (
+                    t.c.loop_.bind(py).clone().into_any(),
+                    t.c.wrapper(py).map(Bound::unbind),
+                    t.c.protocol(py),
+                )
+            };
+            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
+        }
+        Self::close_with(slf, exc)
+    }
+
+    fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        slf.borrow_mut().c.closing = true;
+        Self::set_reading(slf, false)?;
+        let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
+        schedule_lost(Self::target(slf), &loop_, exc)
+    }
+}
+
+#[pymethods]
+impl ReadPipeTransport {
+    #[new]
+    fn new(
+        loop_: &Bound<'_, LoopCore>,
+        pipe: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            c: Common::new(loop_, pipe, protocol, wrapper)?,
+            paused: false,
+            reading: false,
+        })
+    }
+
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let ok = {
+            let t = slf.borrow();
+            !t.paused && !t.c.closing
+        };
+        if ok {
+            Self::set_reading(slf, true)?;
+        }
+        Ok(())
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.paused && !self.c.closing
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut t = slf.borrow_mut();
+            if t.paused || t.c.closing {
+                return Ok(());
+            }
+            t.paused = true;
+        }
+        Self::set_reading(slf, false)?;
+        if slf.borrow().c.debug(py) {
+            log_debug(py, ("%r pauses reading", Self::target(slf)))?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut t = slf.borrow_mut();
+            if t.c.closing || !t.paused {
+                return Ok(());
+            }
+            t.paused = false;
+        }
+        Self::set_reading(slf, true)?;
+        if slf.borrow().c.debug(py) {
+            log_debug(py, ("%r resumes reading", Self::target(slf)))?;
+        }
+        Ok(())
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
+        self.c.protocol = Some(protocol.clone().unbind());
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.c.protocol(py)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.c.closing
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.borrow().c.closing {
+            return Ok(());
+        }
+        Self::close_with(slf, slf.py().None().into_bound(slf.py()))
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on pipe transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, pipe, wrapper) = {
+            let mut t = slf.borrow_mut();
+            let w = t.c.wrapper(py);
+            (t.c.protocol.take(), t.c.pipe.take(), w)
+        };
+        Common::connection_lost(py, protocol, pipe, wrapper, &exc)
+    }
+
+    #[getter]
+    fn _fileno(&self) -> RawFd {
+        self.c.fd
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.c.traverse(&visit)
+    }
+
+    fn __clear__(&mut self) {
+        self.c.protocol = None;
+    }
+}
+
+// ---------------------------------------------------------------- writing
+
+#[pyclass(module = "ferroloop._ferroloop")]
+pub struct WritePipeTransport {
+    c: Common,
+    wbuf: WriteBuffer,
+    marks: WaterMarks,
+    protocol_paused: bool,
+    conn_lost: u32,
+    /// Whether the descriptor is watched for readability (the reader went
+    /// away) — only for FIFOs and sockets, as in asyncio.
+    watch_hangup: bool,
+    reading: bool,
+    writing: bool,
+}
+
+struct WriteSource(Py<WritePipeTransport>, Option<Py<PyAny>>);
+
+impl IoSource for WriteSource {
+    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let t = self.0.bind(py);
+        match side {
+            Side::Read => WritePipeTransport::hangup(t),
+            Side::Write => WritePipeTransport::write_ready(t),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)?;
+        visit.call(&self.1)
+    }
+}
+
+impl WritePipeTransport {
+    fn set_side(slf: &Bound<'_, Self>, side: Side, on: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd, was, wrapper) = {
+            let mut t = slf.borrow_mut();
+            let flag = match side {
+                Side::Read => &mut t.reading,
+                Side::Write => &mut t.writing,
+            };
+            let was = *flag;
+            *flag = on;
+            (
+                t.c.loop_.clone_ref(py),
+                t.c.fd,
+                was,
+                t.c.wrapper(py).map(Bound::unbind),
+            )
+        };
+        if on && !was {
+            source::watch(
+                loop_.bind(py),
+                fd,
+                side,
+                Arc::new(WriteSource(slf.clone().unbind(), wrapper)),
+            )?;
+        } else if !on && was {
+            source::unwatch(loop_.bind(py), fd, side);
+        }
+        Ok(())
+    }
+
+    fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        slf.borrow()
+            .c
+            .wrapper(slf.py())
+            .unwrap_or_else(|| slf.clone().into_any())
+    }
+
+    /// The read end went away.
+    fn hangup(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.borrow().c.debug(py) {
+            let a = crate::py::asyncio(py)?;
+            a.logger.bind(py).call_method1(
+                pyo3::intern!(py, "info"),
+                ("%r was closed by peer", Self::target(slf)),
+            )?;
+        }
+        let exc = if slf.borrow().wbuf.is_empty() {
+            py.None().into_bound(py)
+        } else {
+            PyBrokenPipeError::new_err(())
+                .into_value(py)
+                .into_bound(py)
+                .into_any()
+        };
+        Self::close_with(slf, exc)
+    }
+
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut done = Vec::new();
+        let res = {
+            let mut t = slf.borrow_mut();
+            if t.wbuf.is_empty() {
+                return Ok(());
+            }
+            let r = {
+                let slices = t.wbuf.slices(py);
+                rustix::io::writev(borrow_raw(t.c.fd), &slices)
+            };
+            if let Ok(n) = r {
+                t.wbuf.consume(py, n, &mut done);
+            }
+            r
+        };
+        drop(done);
+        match res {
+            Err(Errno::AGAIN | Errno::INTR) => Ok(()),
+            Err(e) => {
+                let dropped = {
+                    let mut t = slf.borrow_mut();
+                    t.conn_lost += 1;
+                    t.wbuf.clear()
+                };
+                drop(dropped);
+                Self::set_side(slf, Side::Write, false)?;
+                Self::fatal(
+                    slf,
+                    errors::os_error(e.into()),
+                    "Fatal write error on pipe transport",
+                )
+            }
+            Ok(_) => {
+                if !slf.borrow().wbuf.is_empty() {
+                    return Ok(());
+                }
+                Self::set_side(slf, Side::Write, false)?;
+                Self::maybe_resume_protocol(slf)?;
+                if slf.borrow().c.closing && slf.borrow().wbuf.is_empty() {
+                    Self::set_side(slf, Side::Read, false)?;
+                    Self::call_connection_lost(slf, py.None().into_bound(py))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if stops_loop(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py).into_any();
+        if exc.is_instance_of::<PyOSError>() {
+            if slf.borrow().c.debug(py) {
+                log_debug(py, ("%r: %s", Self::target(slf), message))?;
+            }
+        } else {
+            let (loop_, wrapper, protocol) = {
+                let t = slf.borrow();
+                (
+                    t.c.loop_.bind(py).clone().into_any(),
+                    t.c.wrapper(py).map(Bound::unbind),
+                    t.c.protocol(py),
+                )
+            };
+            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
+        }
+        Self::close_with(slf, exc)
+    }
+
+    /// asyncio's `_close(exc)`.
+    fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let dropped = {
+            let mut t = slf.borrow_mut();
+            t.c.closing = true;
+            t.wbuf.clear()
+        };
+        drop(dropped);
+        Self::set_side(slf, Side::Write, false)?;
+        Self::set_side(slf, Side::Read, false)?;
+        let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
+        schedule_lost(Self::target(slf), &loop_, exc)
+    }
+
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, pipe, wrapper) = {
+            let mut t = slf.borrow_mut();
+            let w = t.c.wrapper(py);
+            (t.c.protocol.take(), t.c.pipe.take(), w)
+        };
+        Common::connection_lost(py, protocol, pipe, wrapper, &exc)
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let p = {
+            let mut t = slf.borrow_mut();
+            if t.wbuf.len() <= t.marks.high || t.protocol_paused {
+                return Ok(());
+            }
+            t.protocol_paused = true;
+            t.c.protocol(py)
+        };
+        Self::flow_call(slf, p, "pause_writing")
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let p = {
+            let mut t = slf.borrow_mut();
+            if !(t.protocol_paused && t.wbuf.len() <= t.marks.low) {
+                return Ok(());
+            }
+            t.protocol_paused = false;
+            t.c.protocol(py)
+        };
+        Self::flow_call(slf, p, "resume_writing")
+    }
+
+    fn flow_call(slf: &Bound<'_, Self>, protocol: Option<Py<PyAny>>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        let Some(p) = protocol else { return Ok(()) };
+        if let Err(e) = p.bind(py).call_method0(method) {
+            if stops_loop(py, &e) {
+                return Err(e);
+            }
+            let (loop_, wrapper) = {
+                let t = slf.borrow();
+                (
+                    t.c.loop_.bind(py).clone().into_any(),
+                    t.c.wrapper(py).map(Bound::unbind),
+                )
+            };
+            let exc = e.into_value(py).into_bound(py).into_any();
+            report(
+                &loop_,
+                &format!("protocol.{method}() failed"),
+                &exc,
+                wrapper.as_ref(),
+                Some(&p),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl WritePipeTransport {
+    #[new]
+    fn new(
+        loop_: &Bound<'_, LoopCore>,
+        pipe: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+        watch_hangup: bool,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            c: Common::new(loop_, pipe, protocol, wrapper)?,
+            wbuf: WriteBuffer::default(),
+            marks: WaterMarks::default(),
+            protocol_paused: false,
+            conn_lost: 0,
+            watch_hangup,
+            reading: false,
+            writing: false,
+        })
+    }
+
+    fn _start_watching(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let watch = {
+            let t = slf.borrow();
+            t.watch_hangup && t.c.pipe.is_some()
+        };
+        if watch {
+            Self::set_side(slf, Side::Read, true)?;
+        }
+        Ok(())
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let len = data.len()?;
+        if len == 0 {
+            return Ok(());
+        }
+        let warn = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost > 0 || t.c.closing {
+                let w = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                t.conn_lost += 1;
+                Some(w)
+            } else {
+                None
+            }
+        };
+        match warn {
+            Some(true) => {
+                let a = crate::py::asyncio(py)?;
+                a.logger.bind(py).call_method1(
+                    pyo3::intern!(py, "warning"),
+                    ("pipe closed by peer or os.write(pipe, data) raised exception.",),
+                )?;
+                return Ok(());
+            }
+            Some(false) => return Ok(()),
+            None => {}
+        }
+        let (fd, queued) = {
+            let t = slf.borrow();
+            (t.c.fd, !t.wbuf.is_empty())
+        };
+        let owned: Vec<u8>;
+        let bytes: &[u8] = match data.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                owned = pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?;
+                &owned
+            }
+        };
+        let mut sent = 0;
+        if !queued {
+            match rustix::io::write(borrow_raw(fd), bytes) {
+                Ok(n) if n == len => return Ok(()),
+                Ok(n) => sent = n,
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(e) => {
+                    slf.borrow_mut().conn_lost += 1;
+                    return Self::fatal(
+                        slf,
+                        errors::os_error(e.into()),
+                        "Fatal write error on pipe transport",
+                    );
+                }
+            }
+            Self::set_side(slf, Side::Write, true)?;
+        }
+        slf.borrow_mut().wbuf.push_copy(&bytes[sent..]);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let empty = {
+            let mut t = slf.borrow_mut();
+            if t.c.closing {
+                return Ok(());
+            }
+            t.c.closing = true;
+            t.wbuf.is_empty()
+        };
+        if empty {
+            Self::set_side(slf, Side::Read, false)?;
+            let loop_ = slf.borrow().c.loop_.clone_ref(py);
+            schedule_lost(Self::target(slf), &loop_, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let open = {
+            let t = slf.borrow();
+            t.c.pipe.is_some() && !t.c.closing
+        };
+        if open {
+            Self::write_eof(slf)?;
+        }
+        Ok(())
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_with(slf, slf.py().None().into_bound(slf.py()))
+    }
+
+    fn is_closing(&self) -> bool {
+        self.c.closing
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
+        self.c.protocol = Some(protocol.clone().unbind());
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.c.protocol(py)
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let marks = WaterMarks::from_args(high, low)?;
+        slf.borrow_mut().marks = marks;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.marks.low, self.marks.high)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on pipe transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, exc)
+    }
+
+    #[getter]
+    fn _fileno(&self) -> RawFd {
+        self.c.fd
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.conn_lost
+    }
+
+    #[getter(_protocol_paused)]
+    fn protocol_paused_attr(&self) -> bool {
+        self.protocol_paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.c.traverse(&visit)?;
+        self.wbuf.traverse(&visit)
+    }
+
+    fn __clear__(&mut self) {
+        self.c.protocol = None;
+    }
+}
