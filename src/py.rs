@@ -190,3 +190,33 @@ impl<T> GilCell<T> {
         unsafe { &*self.0.get() }
     }
 }
+
+/// A writable, C-contiguous byte buffer exported by a Python object (what
+/// `socket.recv_into` accepts), e.g. a BufferedProtocol's `get_buffer()`.
+pub struct WritableBuffer(pyo3::buffer::PyBuffer<u8>);
+
+impl WritableBuffer {
+    pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let view = pyo3::buffer::PyBuffer::<u8>::get(obj)?;
+        if view.readonly() || !view.is_c_contiguous() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "recv_into() argument 'buffer' must be read-write bytes-like object",
+            ));
+        }
+        Ok(Self(view))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len_bytes()
+    }
+
+    /// The bytes, for a syscall to fill. The caller runs no Python code while
+    /// it holds the slice.
+    pub fn as_mut_slice(&mut self, _py: Python<'_>) -> &mut [u8] {
+        // SAFETY: the export is writable and C-contiguous (checked in `new`),
+        // `len_bytes` bytes long, and stays valid while `self.0` lives (the
+        // exporter cannot resize an exported buffer); the GIL is held and the
+        // caller runs no Python code while the exclusive borrow lasts.
+        unsafe { std::slice::from_raw_parts_mut(self.0.buf_ptr().cast::<u8>(), self.0.len_bytes()) }
+    }
+}

@@ -96,18 +96,15 @@ pub(crate) fn set(
         Side::Read => (true, entry.writer.is_some()),
         Side::Write => (entry.reader.is_some(), true),
     };
-    if let Err(e) = poller.set_interest(fd, read, write, known) {
-        if !known {
-            this.fds.remove(&fd);
+    match poller.set_interest(fd, read, write, known) {
+        Ok(()) => Ok(entry.slot(side).replace(waiter)),
+        Err(e) => {
+            if !known {
+                this.fds.remove(&fd);
+            }
+            Err(errors::os_error(e))
         }
-        return Err(errors::os_error(e));
     }
-    Ok(this
-        .fds
-        .get_mut(&fd)
-        .expect("inserted above")
-        .slot(side)
-        .replace(waiter))
 }
 
 /// Takes whatever waits on `side` of `fd`. The caller drops the result

@@ -29,13 +29,15 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             this.cancelled_timers
                 .fetch_sub(garbage.len().min(cancelled), Ordering::Relaxed);
         } else {
-            while let Some((_, t)) = this.timers.peek() {
-                if !t.bind(py).as_super().get().is_cancelled() {
-                    break;
+            while this
+                .timers
+                .peek()
+                .is_some_and(|(_, t)| t.bind(py).as_super().get().is_cancelled())
+            {
+                if let Some((_, t)) = this.timers.pop() {
+                    this.cancelled_timers.fetch_sub(1, Ordering::Relaxed);
+                    garbage.push(t);
                 }
-                let (_, t) = this.timers.pop().expect("peeked");
-                this.cancelled_timers.fetch_sub(1, Ordering::Relaxed);
-                garbage.push(t);
             }
         }
         let timeout = if !this.ready.is_empty() || this.stopping {
@@ -94,7 +96,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             if when >= end_time {
                 break;
             }
-            let (_, t) = this.timers.pop().expect("peeked");
+            let Some((_, t)) = this.timers.pop() else {
+                break;
+            };
             t.get().unschedule();
             this.ready
                 .push_back(Ready::Native(t.into_bound(py).into_super().unbind()));

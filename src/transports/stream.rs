@@ -240,34 +240,22 @@ impl StreamTransport {
         let buf = protocol
             .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
             .and_then(|b| {
-                let view = pyo3::buffer::PyBuffer::<u8>::get(&b)?;
-                if view.len_bytes() == 0 {
+                let view = crate::py::WritableBuffer::new(&b)?;
+                if view.len() == 0 {
                     return Err(PyRuntimeError::new_err(
                         "get_buffer() returned an empty buffer",
                     ));
                 }
-                if view.readonly() {
-                    return Err(PyTypeError::new_err(
-                        "get_buffer() returned a read-only buffer",
-                    ));
-                }
                 Ok(view)
             });
-        let view = match buf {
+        let mut view = match buf {
             Ok(v) => v,
             Err(e) => {
                 return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
             }
         };
         let fd = slf.borrow().fd;
-        // SAFETY: the buffer is writable (checked above), contiguous bytes
-        // (PyBuffer<u8> guarantees the format and C-contiguity), and stays
-        // alive and exported while `view` lives; no Python code runs during
-        // the recv, so nothing can resize it underneath us.
-        let slice = unsafe {
-            std::slice::from_raw_parts_mut(view.buf_ptr().cast::<u8>(), view.len_bytes())
-        };
-        let res = rustix::net::recv(borrow_raw(fd), slice, RecvFlags::empty());
+        let res = rustix::net::recv(borrow_raw(fd), view.as_mut_slice(py), RecvFlags::empty());
         drop(view);
         let n = match res {
             Ok((n, _)) => n,
