@@ -153,9 +153,13 @@ impl Poller {
     }
 
     fn drain_wake(&self) {
-        self.wake_pending.store(false, Ordering::Release);
+        // NOTE: read first, then clear the flag. The other order loses a
+        // wake-up: a `wake()` between the two would see the flag clear,
+        // write, and have its write swallowed by our read, leaving the flag
+        // set with nothing in the eventfd — and every later `wake()` silent.
         let mut b = [0u8; 8];
         let _ignored = rustix::io::read(self.wake_fd.as_fd(), &mut b);
+        self.wake_pending.store(false, Ordering::Release);
     }
 }
 
