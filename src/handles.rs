@@ -89,12 +89,12 @@ impl Handle {
             return Ok(false);
         }
         let py = slf.py();
-        let debug = self.loop_debug(py)?;
-        if debug {
+        // asyncio sets the flag first, so the saved repr says 'cancelled'.
+        self.cancelled.store(true, Ordering::Relaxed);
+        if self.loop_debug(py)? {
             let r = slf.repr()?.unbind();
             let _already = self.saved_repr.set(r);
         }
-        self.cancelled.store(true, Ordering::Relaxed);
         let released = self.target.replace(py, None);
         drop(released);
         Ok(true)

@@ -195,19 +195,39 @@ impl<T> GilCell<T> {
 /// `socket.recv_into` accepts), e.g. a BufferedProtocol's `get_buffer()`.
 pub struct WritableBuffer(pyo3::buffer::PyBuffer<u8>);
 
+/// A byte view of any buffer: `memoryview(obj).cast('B')` when its items
+/// are not bytes (an `array('i')`, say), as the socket module accepts them.
+fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
+    match pyo3::buffer::PyBuffer::<u8>::get(obj) {
+        Ok(b) => Ok(b),
+        Err(_) => {
+            let view = pyo3::types::PyMemoryView::from(obj)?;
+            pyo3::buffer::PyBuffer::<u8>::get(
+                &view.call_method1(pyo3::intern!(obj.py(), "cast"), ("B",))?,
+            )
+        }
+    }
+}
+
+/// A copy of the bytes of any bytes-like object.
+pub fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    byte_buffer(obj)?.to_vec(obj.py())
+}
+
+/// `repr(type(obj).__name__)`, as asyncio's type errors quote it.
+pub fn type_name_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(obj.get_type().name()?.repr()?.to_string())
+}
+
 impl WritableBuffer {
     pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let view = pyo3::buffer::PyBuffer::<u8>::get(obj)?;
+        let view = byte_buffer(obj)?;
         if view.readonly() || !view.is_c_contiguous() {
             return Err(pyo3::exceptions::PyTypeError::new_err(
                 "recv_into() argument 'buffer' must be read-write bytes-like object",
             ));
         }
         Ok(Self(view))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len_bytes()
     }
 
     /// The bytes, for a syscall to fill. The caller runs no Python code while

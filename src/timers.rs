@@ -10,8 +10,9 @@
 //! keeps the cost amortised O(log n) and the memory bounded by twice the live
 //! timers, so a million cancelled timers are not kept alive.
 //!
-//! Deadlines are compared with `f64::total_cmp`; a NaN deadline sorts after
-//! every number, so it can never stall real timers.
+//! Deadlines are compared with `f64::total_cmp`, a NaN deadline counting as
+//! minus infinity: asyncio's comparisons leave a NaN timer at the head of its
+//! heap, where it fires on the next iteration.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -39,10 +40,17 @@ impl<T> PartialOrd for Entry<T> {
 impl<T> Ord for Entry<T> {
     // Reversed, so that std's max-heap pops the earliest deadline first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .when
-            .total_cmp(&self.when)
+        key(other.when)
+            .total_cmp(&key(self.when))
             .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+fn key(when: f64) -> f64 {
+    if when.is_nan() {
+        f64::NEG_INFINITY
+    } else {
+        when
     }
 }
 
@@ -109,6 +117,15 @@ impl<T> TimerHeap<T> {
         removed
     }
 
+    /// Gives back memory a burst left behind once the heap has shrunk to a
+    /// quarter of it.
+    pub fn shrink_if_sparse(&mut self) {
+        let cap = self.heap.capacity();
+        if cap > 1024 && self.heap.len() < cap / 4 {
+            self.heap.shrink_to(self.heap.len() * 2);
+        }
+    }
+
     /// Empties the heap, handing the payloads back.
     pub fn drain(&mut self) -> Vec<T> {
         std::mem::take(&mut self.heap)
@@ -150,14 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn nan_sorts_after_numbers() {
+    fn nan_sorts_first() {
         let mut h = TimerHeap::default();
-        h.push(f64::NAN, "nan");
         h.push(f64::INFINITY, "inf");
         h.push(1.0, "one");
+        h.push(f64::NAN, "nan");
+        assert_eq!(h.pop().unwrap().1, "nan");
         assert_eq!(h.pop().unwrap().1, "one");
         assert_eq!(h.pop().unwrap().1, "inf");
-        assert_eq!(h.pop().unwrap().1, "nan");
     }
 
     #[test]

@@ -109,8 +109,15 @@ class SocketTransport(_FlowControlMixin):
     def write(self, data) -> None:
         self._core.write(data)
 
-    def writelines(self, list_of_data) -> None:
-        self._core.writelines(list_of_data)
+    if sys.version_info >= (3, 12):
+
+        def writelines(self, list_of_data) -> None:
+            self._core.writelines(list_of_data)
+
+    else:
+        # 3.11's is asyncio.WriteTransport's: join, then write().
+        def writelines(self, list_of_data) -> None:
+            self._core.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
         self._core.write_eof()
@@ -190,7 +197,7 @@ class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
         native = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._core = _ferroloop.DatagramTransport(
             loop, sock, protocol, self, address, bool(self._extra["peername"]),
-            native, sys.version_info >= (3, 13),
+            native, sock.family == socket.AF_INET6, sys.version_info >= (3, 13),
         )
         loop._transports[sock.fileno()] = self
         loop.call_soon(protocol.connection_made, self)
@@ -239,6 +246,15 @@ class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
 
     def sendto(self, data, addr=None) -> None:
         self._core.sendto(data, addr)
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
 
     def close(self) -> None:
         self._core.close()

@@ -125,9 +125,13 @@ pub(super) fn add(
     side: Side,
 ) -> PyResult<Py<Handle>> {
     let py = slf.py();
+    let debug = {
+        let this = slf.borrow();
+        this.check_closed()?;
+        this.debug
+    };
     let fd = fileobj_to_fd(fileobj)?;
-    slf.borrow().check_closed()?;
-    let handle = Py::new(py, LoopCore::make_handle(slf, callback, args, None, false)?)?;
+    let handle = Py::new(py, LoopCore::make_handle(slf, callback, args, None, debug)?)?;
     let old = set(slf, fd, side, Waiter::Handle(handle.clone_ref(py)))?;
     // A replaced handle is cancelled, as asyncio does.
     if let Some(Waiter::Handle(old)) = old {

@@ -103,6 +103,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             this.ready
                 .push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
         }
+        this.timers.shrink_if_sparse();
         // 4. Take exactly what is ready now; later arrivals wait a turn.
         let spare = std::mem::take(&mut this.spare);
         std::mem::replace(&mut this.ready, spare)
@@ -134,8 +135,14 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
         }
     }
     let mut this = slf.borrow_mut();
+    // Keep the larger buffer for the next batch, unless a burst left it far
+    // larger than what the loop now needs.
     if this.spare.capacity() < batch.capacity() {
         this.spare = batch;
+    }
+    let needed = this.ready.len().max(1024);
+    if this.spare.capacity() > 4 * needed {
+        this.spare.shrink_to(needed);
     }
     Ok(())
 }
@@ -156,8 +163,30 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
             }
             h.call_method0(pyo3::intern!(py, "_run")).map(drop)
         }
-        Ready::Source(s, side) => s.on_ready(py, *side),
+        Ready::Source(s, side) => match s.on_ready(py, *side) {
+            Ok(()) => Ok(()),
+            Err(e) if stops_loop(py, &e) => Err(e),
+            // What escapes a transport (a protocol callback asyncio calls
+            // unguarded, such as datagram_received) goes to the exception
+            // handler, as it would from asyncio's `_read_ready` handle.
+            Err(e) => {
+                let ctx = pyo3::types::PyDict::new(py);
+                ctx.set_item(
+                    "message",
+                    format!("Exception in callback {}", s.describe(*side)),
+                )?;
+                ctx.set_item("exception", e.into_value(py))?;
+                let loop_ = s.loop_object(py);
+                loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        },
     }
+}
+
+fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
 }
 
 /// Debug mode: record the current handle and warn about slow callbacks.

@@ -20,6 +20,13 @@ pub trait IoSource: Send + Sync {
     /// come back.
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()>;
 
+    /// What asyncio's handle would be called, e.g.
+    /// `SocketTransport._read_ready()`, for error messages.
+    fn describe(&self, side: Side) -> String;
+
+    /// The loop, whose exception handler gets what escapes `on_ready`.
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny>;
+
     /// The Python objects the source holds, for the garbage collector.
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError>;
 }

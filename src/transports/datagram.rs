@@ -45,6 +45,9 @@ pub struct DatagramTransport {
     sock: Option<Py<PyAny>>,
     /// AF_INET/AF_INET6: Rust does the I/O; otherwise the socket object.
     native: bool,
+    /// AF_INET6 (only matters when `native`).
+    ipv6: bool,
+    paused: bool,
     wrapper: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     protocol_connected: bool,
@@ -66,6 +69,18 @@ pub struct DatagramTransport {
 struct Source(Py<DatagramTransport>, Option<Py<PyAny>>);
 
 impl IoSource for Source {
+    fn describe(&self, side: Side) -> String {
+        let what = match side {
+            Side::Read => "_read_ready",
+            Side::Write => "_write_ready",
+        };
+        format!("{}.{what}()", "DatagramTransport")
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).borrow().loop_.bind(py).clone().into_any()
+    }
+
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
         let t = self.0.bind(py);
         match side {
@@ -243,11 +258,12 @@ impl DatagramTransport {
         addr: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let py = slf.py();
-        let (fd, native, connected, sock) = {
+        let (fd, native, ipv6, connected, sock) = {
             let t = slf.borrow();
             (
                 t.fd,
                 t.native,
+                t.ipv6,
                 t.connected,
                 t.sock.as_ref().map(|s| s.clone_ref(py)),
             )
@@ -255,7 +271,10 @@ impl DatagramTransport {
         let res = if native && connected {
             Some(rustix::net::send(borrow_raw(fd), data, SendFlags::empty()))
         } else if native {
+            // Only a destination of the socket's own family: the socket module
+            // reports the others (as a gaierror), so they take its path.
             addr.and_then(py_to_addr)
+                .filter(|a| a.is_ipv6() == ipv6)
                 .map(|a| rustix::net::sendto(borrow_raw(fd), data, SendFlags::empty(), &a))
         } else {
             None
@@ -317,13 +336,13 @@ impl DatagramTransport {
             }
         }
         Self::maybe_resume_protocol(slf)?;
-        let (empty, closing, close_after) = {
+        let (empty, closing) = {
             let t = slf.borrow();
-            (t.queue.is_empty(), t.closing, t.header_size > 0)
+            (t.queue.is_empty(), t.closing)
         };
         if empty {
             Self::set_side(slf, Side::Write, false)?;
-            if closing && close_after {
+            if closing {
                 Self::call_connection_lost(slf, py.None().into_bound(py))?;
             }
         }
@@ -453,7 +472,7 @@ impl DatagramTransport {
         let py = slf.py();
         let p = {
             let mut t = slf.borrow_mut();
-            if t.queued_size <= t.marks.high || t.protocol_paused {
+            if !t.marks.above_high(t.queued_size) || t.protocol_paused {
                 return Ok(());
             }
             t.protocol_paused = true;
@@ -466,7 +485,7 @@ impl DatagramTransport {
         let py = slf.py();
         let p = {
             let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.queued_size <= t.marks.low) {
+            if !(t.protocol_paused && t.marks.at_or_below_low(t.queued_size)) {
                 return Ok(());
             }
             t.protocol_paused = false;
@@ -502,7 +521,7 @@ impl DatagramTransport {
 #[pymethods]
 impl DatagramTransport {
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, wrapper, address, connected, native, py313))]
+    #[pyo3(signature = (loop_, sock, protocol, wrapper, address, connected, native, ipv6, py313))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         loop_: &Bound<'_, LoopCore>,
@@ -512,6 +531,7 @@ impl DatagramTransport {
         address: Option<&Bound<'_, PyAny>>,
         connected: bool,
         native: bool,
+        ipv6: bool,
         py313: bool,
     ) -> PyResult<Self> {
         Ok(Self {
@@ -519,6 +539,8 @@ impl DatagramTransport {
             fd: crate::event_loop::fds::fileobj_to_fd(sock)?,
             sock: Some(sock.clone().unbind()),
             native,
+            ipv6,
+            paused: false,
             wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
             protocol: Some(protocol.clone().unbind()),
             protocol_connected: true,
@@ -540,10 +562,40 @@ impl DatagramTransport {
     }
 
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if !slf.borrow().closing {
+        let ok = {
+            let t = slf.borrow();
+            !t.closing && !t.paused
+        };
+        if ok {
             Self::set_side(slf, Side::Read, true)?;
         }
         Ok(())
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.closing && !self.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut t = slf.borrow_mut();
+            if t.closing || t.paused {
+                return Ok(());
+            }
+            t.paused = true;
+        }
+        Self::set_side(slf, Side::Read, false)
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut t = slf.borrow_mut();
+            if t.closing || !t.paused {
+                return Ok(());
+            }
+            t.paused = false;
+        }
+        Self::set_side(slf, Side::Read, true)
     }
 
     #[pyo3(signature = (data, addr = None))]
@@ -558,13 +610,13 @@ impl DatagramTransport {
             || data.is_instance_of::<PyMemoryView>())
         {
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
+                "data argument must be a bytes-like object, not {}",
+                crate::py::type_name_repr(data)?
             )));
         }
         let bytes: Bound<'_, PyBytes> = match data.cast::<PyBytes>() {
             Ok(b) => b.clone(),
-            Err(_) => PyBytes::new(py, &pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?),
+            Err(_) => PyBytes::new(py, &crate::py::buffer_bytes(data)?),
         };
         let len = bytes.as_bytes().len();
         if len == 0 && !slf.borrow().send_empty {
@@ -656,8 +708,8 @@ impl DatagramTransport {
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.marks.low, self.marks.high)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        self.marks.limits(py)
     }
 
     fn get_write_buffer_size(&self) -> usize {

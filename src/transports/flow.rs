@@ -6,16 +6,20 @@ use pyo3::prelude::*;
 /// asyncio's default high-water mark.
 const DEFAULT_HIGH: usize = 64 * 1024;
 
+/// The marks, as numbers to compare against and as the Python objects given
+/// (asyncio accepts any number, floats too, and hands them back unchanged).
 pub struct WaterMarks {
-    pub high: usize,
-    pub low: usize,
+    high: f64,
+    low: f64,
+    given: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 impl Default for WaterMarks {
     fn default() -> Self {
         Self {
-            high: DEFAULT_HIGH,
-            low: DEFAULT_HIGH / 4,
+            high: DEFAULT_HIGH as f64,
+            low: (DEFAULT_HIGH / 4) as f64,
+            given: None,
         }
     }
 }
@@ -26,25 +30,54 @@ impl WaterMarks {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let high = high.filter(|h| !h.is_none());
-        let low = low.filter(|l| !l.is_none());
-        let high_v: i64 = match (high, low) {
-            (Some(h), _) => h.extract()?,
-            (None, None) => DEFAULT_HIGH as i64,
-            (None, Some(l)) => 4 * l.extract::<i64>()?,
+        let py = match (high, low) {
+            (Some(h), _) => h.py(),
+            (None, Some(l)) => l.py(),
+            (None, None) => return Ok(Self::default()),
         };
-        let low_v: i64 = match low {
-            Some(l) => l.extract()?,
-            None => high_v / 4,
+        let high = high.filter(|h| !h.is_none()).cloned();
+        let low = low.filter(|l| !l.is_none()).cloned();
+        let four = 4i64.into_pyobject(py)?.into_any();
+        let high = match (high, &low) {
+            (Some(h), _) => h,
+            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
+            (None, Some(l)) => four.mul(l)?,
         };
-        if !(high_v >= low_v && low_v >= 0) {
+        let low = match low {
+            Some(l) => l,
+            None => high.floor_div(&four)?,
+        };
+        let zero = 0i64.into_pyobject(py)?;
+        if !(high.ge(&low)? && low.ge(&zero)?) {
             return Err(PyValueError::new_err(format!(
-                "high ({high_v}) must be >= low ({low_v}) must be >= 0"
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
             )));
         }
         Ok(Self {
-            high: high_v as usize,
-            low: low_v as usize,
+            high: high.extract()?,
+            low: low.extract()?,
+            given: Some((high.unbind(), low.unbind())),
+        })
+    }
+
+    pub fn above_high(&self, size: usize) -> bool {
+        size as f64 > self.high
+    }
+
+    pub fn at_or_below_low(&self, size: usize) -> bool {
+        size as f64 <= self.low
+    }
+
+    /// `(low, high)`, as `get_write_buffer_limits()` returns them.
+    pub fn limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        Ok(match &self.given {
+            Some((h, l)) => (l.clone_ref(py), h.clone_ref(py)),
+            None => (
+                (self.low as usize).into_pyobject(py)?.into_any().unbind(),
+                (self.high as usize).into_pyobject(py)?.into_any().unbind(),
+            ),
         })
     }
 }

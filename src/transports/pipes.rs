@@ -148,6 +148,18 @@ pub struct ReadPipeTransport {
 struct ReadSource(Py<ReadPipeTransport>, Option<Py<PyAny>>);
 
 impl IoSource for ReadSource {
+    fn describe(&self, side: Side) -> String {
+        let what = match side {
+            Side::Read => "_read_ready",
+            Side::Write => "_write_ready",
+        };
+        format!("{}.{what}()", "ReadPipeTransport")
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).borrow().c.loop_.bind(py).clone().into_any()
+    }
+
     fn on_ready(&self, py: Python<'_>, _side: Side) -> PyResult<()> {
         ReadPipeTransport::read_ready(self.0.bind(py))
     }
@@ -405,6 +417,18 @@ pub struct WritePipeTransport {
 struct WriteSource(Py<WritePipeTransport>, Option<Py<PyAny>>);
 
 impl IoSource for WriteSource {
+    fn describe(&self, side: Side) -> String {
+        let what = match side {
+            Side::Read => "_read_ready",
+            Side::Write => "_write_ready",
+        };
+        format!("{}.{what}()", "WritePipeTransport")
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).borrow().c.loop_.bind(py).clone().into_any()
+    }
+
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
         let t = self.0.bind(py);
         match side {
@@ -579,7 +603,7 @@ impl WritePipeTransport {
         let py = slf.py();
         let p = {
             let mut t = slf.borrow_mut();
-            if t.wbuf.len() <= t.marks.high || t.protocol_paused {
+            if !t.marks.above_high(t.wbuf.len()) || t.protocol_paused {
                 return Ok(());
             }
             t.protocol_paused = true;
@@ -592,7 +616,7 @@ impl WritePipeTransport {
         let py = slf.py();
         let p = {
             let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.wbuf.len() <= t.marks.low) {
+            if !(t.protocol_paused && t.marks.at_or_below_low(t.wbuf.len())) {
                 return Ok(());
             }
             t.protocol_paused = false;
@@ -778,8 +802,8 @@ impl WritePipeTransport {
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.marks.low, self.marks.high)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        self.marks.limits(py)
     }
 
     fn get_write_buffer_size(&self) -> usize {

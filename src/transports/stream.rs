@@ -73,6 +73,18 @@ pub struct StreamTransport {
 struct Source(Py<StreamTransport>, Option<Py<PyAny>>);
 
 impl IoSource for Source {
+    fn describe(&self, side: Side) -> String {
+        let what = match side {
+            Side::Read => "_read_ready",
+            Side::Write => "_write_ready",
+        };
+        format!("{}.{what}()", "SocketTransport")
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).borrow().loop_.bind(py).clone().into_any()
+    }
+
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
         let t = self.0.bind(py);
         match side {
@@ -96,8 +108,7 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
     if let Ok(b) = data.cast::<PyBytes>() {
         return Ok(f(b.as_bytes()));
     }
-    let buf = pyo3::buffer::PyBuffer::<u8>::get(data)?;
-    let v = buf.to_vec(data.py())?;
+    let v = crate::py::buffer_bytes(data)?;
     Ok(f(&v))
 }
 
@@ -240,19 +251,24 @@ impl StreamTransport {
         let buf = protocol
             .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
             .and_then(|b| {
-                let view = crate::py::WritableBuffer::new(&b)?;
-                if view.len() == 0 {
+                if b.len()? == 0 {
                     return Err(PyRuntimeError::new_err(
                         "get_buffer() returned an empty buffer",
                     ));
                 }
-                Ok(view)
+                Ok(b)
             });
-        let mut view = match buf {
-            Ok(v) => v,
+        let buf = match buf {
+            Ok(b) => b,
             Err(e) => {
                 return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
             }
+        };
+        // A buffer recv_into() refuses (read-only, say) is a read error in
+        // asyncio, which only finds out when it calls recv_into().
+        let mut view = match crate::py::WritableBuffer::new(&buf) {
+            Ok(v) => v,
+            Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
         };
         let fd = slf.borrow().fd;
         let res = rustix::net::recv(borrow_raw(fd), view.as_mut_slice(py), RecvFlags::empty());
@@ -387,7 +403,7 @@ impl StreamTransport {
         let py = slf.py();
         let protocol = {
             let mut t = slf.borrow_mut();
-            if t.wbuf.len() <= t.marks.high || t.protocol_paused {
+            if !t.marks.above_high(t.wbuf.len()) || t.protocol_paused {
                 return Ok(());
             }
             t.protocol_paused = true;
@@ -403,7 +419,7 @@ impl StreamTransport {
         let py = slf.py();
         let protocol = {
             let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.wbuf.len() <= t.marks.low) {
+            if !(t.protocol_paused && t.marks.at_or_below_low(t.wbuf.len())) {
                 return Ok(());
             }
             t.protocol_paused = false;
@@ -682,15 +698,14 @@ impl StreamTransport {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
         let is_bytes = data.is_instance_of::<PyBytes>();
         if !(is_bytes
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
         {
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
+                "data argument must be a bytes-like object, not {}",
+                crate::py::type_name_repr(data)?
             )));
         }
         slf.borrow().check_writable("write")?;
@@ -730,7 +745,7 @@ impl StreamTransport {
                 Ok(b) if sent == 0 => t.wbuf.push_bytes(b.clone().unbind(), len),
                 Ok(b) => t.wbuf.push_copy(&b.as_bytes()[sent..]),
                 Err(_) => {
-                    let v = pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?;
+                    let v = crate::py::buffer_bytes(data)?;
                     t.wbuf.push_copy(&v[sent..]);
                 }
             }
@@ -739,7 +754,6 @@ impl StreamTransport {
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
         slf.borrow().check_writable("writelines")?;
         let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
         if items.is_empty() {
@@ -748,18 +762,25 @@ impl StreamTransport {
         if Self::note_lost_write(slf)? {
             return Ok(());
         }
+        // Every item is converted before any is queued: a bad one writes
+        // nothing, as in asyncio.
+        enum Item {
+            Shared(Py<PyBytes>, usize),
+            Copied(Vec<u8>),
+        }
+        let mut converted = Vec::with_capacity(items.len());
+        for d in &items {
+            converted.push(match d.cast::<PyBytes>() {
+                Ok(b) => Item::Shared(b.clone().unbind(), b.as_bytes().len()),
+                Err(_) => Item::Copied(crate::py::buffer_bytes(d)?),
+            });
+        }
         {
             let mut t = slf.borrow_mut();
-            for d in &items {
-                match d.cast::<PyBytes>() {
-                    Ok(b) => {
-                        let n = b.as_bytes().len();
-                        t.wbuf.push_bytes(b.clone().unbind(), n);
-                    }
-                    Err(_) => {
-                        let v = pyo3::buffer::PyBuffer::<u8>::get(d)?.to_vec(py)?;
-                        t.wbuf.push_copy(&v);
-                    }
+            for item in converted {
+                match item {
+                    Item::Shared(b, n) => t.wbuf.push_bytes(b, n),
+                    Item::Copied(v) => t.wbuf.push_copy(&v),
                 }
             }
         }
@@ -864,8 +885,8 @@ impl StreamTransport {
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.marks.low, self.marks.high)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        self.marks.limits(py)
     }
 
     fn get_write_buffer_size(&self) -> usize {
