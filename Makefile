@@ -46,6 +46,12 @@ bench: build  ## loop-core benchmarks: ferroloop vs asyncio vs uvloop, as ratios
 	$(VPY) -m pip install -q uvloop
 	$(VPY) benches/run.py
 
+bench-net: build  ## networking benchmarks (echo, UDP, HTTP under wrk, idle-conn RSS) vs asyncio, uvloop, a Rust floor
+	$(VPY) -m pip install -q uvloop httptools aiohttp
+	@command -v wrk >/dev/null || echo "note: wrk is not installed (apt-get install wrk): the HTTP rows will show n/a"
+	cargo build --release --manifest-path benches/loadgen/Cargo.toml
+	$(VPY) benches/net.py
+
 lint:  ## cargo fmt --check, clippy -D warnings, mypy stubtest
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings

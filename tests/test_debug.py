@@ -163,8 +163,8 @@ def test_handles_record_where_they_were_created(loop):
     assert repr(timer) == f"<TimerHandle when=12.5 callback() at {SOURCE} created at {timer_created}>"
 
 
-@pytest.mark.ferroloop_bug("in debug mode a cancelled handle's repr lacks 'cancelled': it is saved before the flag is set")
 def test_cancelled_handle_repr_in_debug_mode(loop):
+    """Regression: ferroloop saved the repr before setting the cancelled flag."""
     loop.set_debug(True)
     handle = loop.call_soon(callback, 1)
     created = previous_line()
@@ -178,7 +178,6 @@ def test_cancelled_handle_repr_in_debug_mode(loop):
     )
 
 
-@pytest.mark.ferroloop_bug("add_reader/add_writer handles record no source traceback in debug mode")
 def test_reader_handles_record_where_they_were_created_in_debug_mode(loop):
     loop.set_debug(True)
     a, b = socket.socketpair()

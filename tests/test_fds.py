@@ -324,10 +324,6 @@ def test_closed_loop_still_validates_file_objects_on_remove(loop):
         loop.remove_writer(object())
 
 
-@pytest.mark.ferroloop_bug(
-    "on a closed loop add_reader(-1)/add_writer(-1) raise ValueError('Invalid file "
-    "descriptor: -1'); asyncio checks closed first: RuntimeError('Event loop is closed')"
-)
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
 def test_closed_loop_is_checked_before_the_descriptor(loop, method):
     loop.close()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from conftest import python
@@ -170,7 +171,7 @@ def test_closed_loop(loop):
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, functools, sys
+    import asyncio, os, sys
 
     async def background():
         try:
@@ -196,7 +197,19 @@ CHILD = textwrap.dedent(
     elif sys.argv[1] == "run_forever":
         import ferroloop
         loop = ferroloop.new_event_loop() if sys.argv[2] == "ferroloop" else asyncio.SelectorEventLoop()
-        loop.call_soon(functools.partial(print, "ready", flush=True))
+        if sys.argv[3:] == ["busy"]:
+            # After "ready" (written by C code, so no Python runs after it), the
+            # loop's next iteration drops a million cancelled timers before it
+            # blocks: Ctrl-C lands while the loop works, not while it waits.
+            handles = [loop.call_later(3600, print) for _ in range(1_000_000)]
+
+            def cancel_all():
+                for handle in handles:
+                    handle.cancel()
+                handles.clear()
+
+            loop.call_soon(cancel_all)
+        loop.call_soon(os.write, 1, b"ready\\n")
         try:
             loop.run_forever()
         except KeyboardInterrupt:
@@ -209,8 +222,19 @@ CHILD = textwrap.dedent(
 )
 
 
-def interrupt(tmp_path, *argv):
-    """Runs the child, sends SIGINT once it is ready; returns (rc, stdout, last stderr line)."""
+def wait_until_blocked(pid):
+    """Waits until the process's main thread sleeps in epoll_wait (Linux)."""
+    deadline = time.monotonic() + GUARD
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as f:
+            if f.read() == "do_epoll_wait":
+                return
+        time.sleep(0.005)
+
+
+def interrupt(tmp_path, *argv, blocked=True):
+    """Runs the child, sends SIGINT once it is ready (and, if `blocked`, once
+    its loop waits); returns (returncode, stdout, last line of stderr)."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")}
@@ -220,8 +244,10 @@ def interrupt(tmp_path, *argv):
     ) as child:
         try:
             assert child.stdout.readline() == "ready\n"
+            if blocked:
+                wait_until_blocked(child.pid)
             child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=60)
+            out, err = child.communicate(timeout=GUARD)
         finally:
             child.kill()
     lines = err.strip().splitlines()
@@ -249,6 +275,11 @@ def test_ctrl_c_cancels_tasks_like_asyncio_run(tmp_path, how):
 
 def test_ctrl_c_raises_keyboard_interrupt_out_of_run_forever(tmp_path, loop_name):
     got = interrupt(tmp_path, "child.py", "run_forever", loop_name)
+    assert got == (0, "KeyboardInterrupt out of run_forever\n", "")
+
+
+def test_ctrl_c_while_the_loop_is_busy_between_callbacks(tmp_path, loop_name):
+    got = interrupt(tmp_path, "child.py", "run_forever", loop_name, "busy", blocked=False)
     assert got == (0, "KeyboardInterrupt out of run_forever\n", "")
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import contextvars
+import itertools
 import threading
 import time
 
@@ -30,47 +31,51 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
     async def main():
         woken = loop.create_future()
 
-        def wake():
-            time.sleep(0.05)  # let the loop block in its poll
-            loop.call_soon_threadsafe(woken.set_result, threading.get_ident())
+        def wake(ident):
+            if not woken.done():
+                woken.set_result(ident)
 
-        thread = in_thread(wake)
-        guard = loop.call_later(GUARD, guard_fired.append, True)
+        def from_a_thread():
+            time.sleep(0.05)  # let the loop block in its poll
+            loop.call_soon_threadsafe(wake, threading.get_ident())
+
+        thread = in_thread(from_a_thread)
+        guard = loop.call_later(GUARD, lambda: (guard_fired.append(True), wake(None)))
         ident = await woken
         guard.cancel()
         thread.join()
         return ident
 
-    assert loop.run_until_complete(main()) != threading.get_ident()
+    assert loop.run_until_complete(main()) not in (None, threading.get_ident())
     assert guard_fired == [], "the loop slept through call_soon_threadsafe"
 
 
-@pytest.mark.ferroloop_bug(
-    "lost wake-up: after a burst of call_soon_threadsafe calls from another thread, "
-    "later calls no longer wake a blocked loop (Poller::drain_wake clears the pending "
-    "flag before reading the eventfd, so a wake() in between is swallowed for good)"
-)
 def test_call_soon_threadsafe_keeps_waking_the_loop_after_bursts(loop):
+    """Regression: a wake-up racing the loop's drain of its eventfd was lost for good."""
     guard_fired = []
 
     async def main():
-        for attempt in range(100):
-            woken = loop.create_future()
+        woken = loop.create_future()
 
-            def burst_then_wake():
-                time.sleep(0.0005)  # let the loop block in its poll
-                for _ in range(5000):
-                    loop.call_soon_threadsafe(noop)
-                time.sleep(0.001)  # let it go idle again
-                loop.call_soon_threadsafe(woken.set_result, None)
+        def wake():
+            if not woken.done():
+                woken.set_result(None)
 
-            thread = in_thread(burst_then_wake)
-            guard = loop.call_later(GUARD, guard_fired.append, attempt)
-            await woken
-            guard.cancel()
-            thread.join()
-            if guard_fired:
-                return
+        def produce():
+            call = loop.call_soon_threadsafe
+            for _ in range(200):
+                time.sleep(0.0005)  # let the loop block in its poll between bursts
+                for _ in itertools.repeat(None, 1000):
+                    call(noop)
+            time.sleep(0.001)
+            call(wake)
+
+        thread = in_thread(produce)
+        # Nothing but the guard wakes the loop unless call_soon_threadsafe does.
+        guard = loop.call_later(GUARD, lambda: (guard_fired.append(True), wake()))
+        await woken
+        guard.cancel()
+        thread.join()
 
     loop.run_until_complete(main())
     assert guard_fired == [], "the loop slept through call_soon_threadsafe"

@@ -62,6 +62,15 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     // 2. Poll, with the GIL released. With no descriptor registered there is
     // nothing a zero-timeout poll could report, so that syscall is skipped;
     // any registered descriptor is polled on every iteration, as asyncio does.
+    // NOTE: a signal that arrived while only Rust code ran (no bytecode, so
+    // Python never looked at its pending-signal flag) would otherwise wait
+    // until the poll returns; Ctrl-C must not sleep that long.
+    if timeout_ms != Some(0) {
+        if let Err(e) = py.check_signals() {
+            slf.borrow_mut().events = events;
+            return Err(e);
+        }
+    }
     let mut ready_fds: Vec<Readiness> = Vec::new();
     let nothing_to_poll = timeout_ms == Some(0) && slf.borrow().fds.is_empty();
     if !nothing_to_poll {

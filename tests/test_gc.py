@@ -1,0 +1,129 @@
+"""Reference cycles through handles and loops are collected; closed loops are freed."""
+
+import asyncio
+import gc
+import signal
+import socket
+import weakref
+
+import pytest
+from conftest import run_once
+
+
+class Owner:
+    """Something a callback keeps alive."""
+
+    def method(self):
+        pass
+
+
+def test_cycle_through_a_handle_that_ran_is_collected(loop):
+    owner = Owner()
+    owner.handle = loop.call_soon(owner.method)  # owner -> handle -> bound method -> owner
+    ref = weakref.ref(owner)
+    del owner
+    run_once(loop)
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_handle_args_is_collected(loop):
+    box = []
+    box.append(loop.call_soon(len, box))  # box -> handle -> args -> box
+    ref = weakref.ref(box[0])
+    del box
+    run_once(loop)
+    gc.collect()
+    assert ref() is None
+
+
+def test_pending_timer_cycle_is_collected_once_the_loop_closes(loop):
+    owner = Owner()
+    owner.timer = loop.call_later(3600, owner.method)
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is not None  # the loop still holds its timer
+    loop.close()
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("kind", ["call_soon", "call_later"])
+def test_cancel_releases_the_callback(loop, kind):
+    keep = loop.call_later(10, Owner().method)  # an earlier live timer
+    owner = Owner()
+    if kind == "call_soon":
+        handle = loop.call_soon(owner.method)
+    else:
+        handle = loop.call_later(3600, owner.method)
+    ref = weakref.ref(owner)
+    del owner
+    handle.cancel()
+    gc.collect()
+    assert ref() is None  # at once, while the loop still holds the handle
+    keep.cancel()
+
+
+def test_closed_loop_is_freed(loop_factory):
+    loop = loop_factory()
+    loop.call_soon(loop.stop)
+    loop.call_later(3600, loop.stop)  # loop -> timer -> bound method -> loop
+    loop.run_forever()
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
+def test_loop_that_ran_tasks_is_freed(loop_factory):
+    async def main():
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    loop = loop_factory()
+    assert loop.run_until_complete(main()) is loop
+    loop.run_until_complete(loop.shutdown_default_executor())
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
+def test_loop_with_readers_and_signal_handlers_is_freed_after_close(loop_factory):
+    a, b = socket.socketpair()
+    with a, b:
+        loop = loop_factory()
+        loop.add_reader(a, loop.stop)
+        loop.add_writer(b, loop.stop)
+        loop.add_signal_handler(signal.SIGUSR1, loop.stop)
+        ref = weakref.ref(loop)
+        loop.close()
+        del loop
+        gc.collect()
+        assert ref() is None
+
+
+def test_ferroloop_run_frees_its_loop(loop_name):
+    import ferroloop
+
+    run_main = ferroloop.run if loop_name == "ferroloop" else asyncio.run
+
+    async def main():
+        return weakref.ref(asyncio.get_running_loop())
+
+    ref = run_main(main())
+    gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_in_a_cycle_is_collected_with_a_warning(loop_factory):
+    loop = loop_factory()
+    loop.call_later(3600, loop.stop)
+    ref = weakref.ref(loop)
+    del loop
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    assert ref() is None
