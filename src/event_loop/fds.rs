@@ -65,8 +65,17 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         obj.extract()?
     } else {
         obj.call_method0(pyo3::intern!(py, "fileno"))
+            .and_then(|n| py.get_type::<PyInt>().call1((n,)))
             .and_then(|n| n.extract())
-            .map_err(|_| {
+            .map_err(|e| {
+                // selectors maps only these to "Invalid file object"; any
+                // other exception (KeyboardInterrupt, say) propagates.
+                let invalid = e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py);
+                if !invalid {
+                    return e;
+                }
                 let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
                 PyValueError::new_err(format!("Invalid file object: {shown}"))
             })?
