@@ -1575,7 +1575,7 @@ def test_peer_reset_mid_write(loop):
     run(loop, main())
 
 
-def test_peer_reset_while_writing_into_a_full_buffer(loop, caplog):
+def test_peer_reset_while_writing_into_a_full_buffer(loop):
     async def main():
         with listening_socket() as lsock:
             ct, cp = await loop.create_connection(lambda: Recorder(loop), *lsock.getsockname())
@@ -1593,7 +1593,7 @@ def test_peer_reset_while_writing_into_a_full_buffer(loop, caplog):
     run(loop, main())
 
 
-def test_peer_closing_normally_with_unread_data_from_us(loop):
+def test_peer_closing_normally_after_sending(loop):
     async def main():
         with listening_socket() as lsock:
             ct, cp = await loop.create_connection(lambda: Recorder(loop), *lsock.getsockname())
