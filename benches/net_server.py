@@ -144,7 +144,11 @@ async def serve(kind: str, addr: str | None):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--loop", required=True, choices=["asyncio", "uvloop", "ferroloop"])
-    ap.add_argument("--kind", required=True)
+    ap.add_argument(
+        "--kind",
+        required=True,
+        choices=["tcp-proto", "tcp-streams", "unix-proto", "udp", "http-httptools", "http-aiohttp"],
+    )
     ap.add_argument("--addr", default=None, help="socket path for unix-proto")
     ap.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     args = ap.parse_args()
