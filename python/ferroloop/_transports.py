@@ -33,14 +33,14 @@ _set_result_unless_cancelled: Any = getattr(asyncio.futures, "_set_result_unless
 _FlowControlMixin: Any = getattr(asyncio.transports, "_FlowControlMixin")
 
 
-class SocketTransport(_FlowControlMixin):
-    """A TCP or Unix stream transport."""
+class _SocketFace(_FlowControlMixin):
+    """What the stream and datagram transports share: the socket's extra
+    info, the repr, the unclosed-transport warning, asyncio's private
+    attributes and the methods that forward to the core unchanged."""
 
+    _core: Any
 
-    _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+    def _init_extra(self, loop, sock, extra) -> None:
         asyncio.BaseTransport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
@@ -54,18 +54,6 @@ class SocketTransport(_FlowControlMixin):
                 self._extra["peername"] = None
         self._loop = loop
         self._sock = sock
-        self._server = server
-        _set_nodelay(sock)
-        self._core = _ferroloop.StreamTransport(
-            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT
-        )
-        if server is not None:
-            if _SERVER_TAKES_TRANSPORT:
-                server._attach(self)
-            else:
-                server._attach()
-        loop._transports[sock.fileno()] = self
-        self._core._start(waiter)
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]
@@ -105,6 +93,67 @@ class SocketTransport(_FlowControlMixin):
     @property
     def _sock_fd(self) -> int:
         return self._core._sock_fd
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[Any, Any]:
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
+
+class SocketTransport(_SocketFace):
+    """A TCP or Unix stream transport."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        self._init_extra(loop, sock, extra)
+        self._server = server
+        _set_nodelay(sock)
+        self._core = _ferroloop.StreamTransport(
+            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT
+        )
+        if server is not None:
+            if _SERVER_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[sock.fileno()] = self
+        self._core._start(waiter)
 
     def write(self, data) -> None:
         self._core.write(data)
@@ -125,47 +174,8 @@ class SocketTransport(_FlowControlMixin):
     def can_write_eof(self) -> bool:
         return True
 
-    def close(self) -> None:
-        self._core.close()
-
-    def abort(self) -> None:
-        self._core.abort()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
-
-    def is_reading(self) -> bool:
-        return self._core.is_reading()
-
-    def pause_reading(self) -> None:
-        self._core.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._core.resume_reading()
-
-    def set_write_buffer_limits(self, high=None, low=None) -> None:
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._core.get_write_buffer_limits()
-
-    def get_write_buffer_size(self) -> int:
-        return self._core.get_write_buffer_size()
-
-    def set_protocol(self, protocol) -> None:
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
     def _force_close(self, exc) -> None:
         self._core._force_close(exc)
-
-    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
-        self._core._fatal_error(exc, message)
-
-    def _call_connection_lost(self, exc) -> None:
-        self._core._call_connection_lost(exc)
 
     def _make_empty_waiter(self):
         return self._core._make_empty_waiter()
@@ -174,25 +184,11 @@ class SocketTransport(_FlowControlMixin):
         self._core._reset_empty_waiter()
 
 
-
-class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
+class DatagramTransport(_SocketFace, asyncio.DatagramTransport):
     """A UDP or Unix datagram transport."""
 
-
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        asyncio.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._loop = loop
-        self._sock = sock
+        self._init_extra(loop, sock, extra)
         self._address = address
         native = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._core = _ferroloop.DatagramTransport(
@@ -205,86 +201,8 @@ class DatagramTransport(_FlowControlMixin, asyncio.DatagramTransport):
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self) -> str:
-        info = [self.__class__.__name__]
-        core = self._core
-        if self._sock is None:
-            info.append("closed")
-        elif core.is_closing():
-            info.append("closing")
-        info.append(f"fd={core._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed():
-            reading, writing, size = core._state
-            info.append("read=polling" if reading else "read=idle")
-            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={size}>")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn) -> None:
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
-    @property
-    def _protocol(self):
-        return self._core.get_protocol()
-
-    @property
-    def _protocol_paused(self) -> bool:
-        return self._core._protocol_paused
-
-    @property
-    def _closing(self) -> bool:
-        return self._core.is_closing()
-
-    @property
-    def _conn_lost(self) -> int:
-        return self._core._conn_lost
-
-    @property
-    def _sock_fd(self) -> int:
-        return self._core._sock_fd
-
     def sendto(self, data, addr=None) -> None:
         self._core.sendto(data, addr)
-
-    def is_reading(self) -> bool:
-        return self._core.is_reading()
-
-    def pause_reading(self) -> None:
-        self._core.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._core.resume_reading()
-
-    def close(self) -> None:
-        self._core.close()
-
-    def abort(self) -> None:
-        self._core.abort()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
-
-    def set_write_buffer_limits(self, high=None, low=None) -> None:
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._core.get_write_buffer_limits()
-
-    def get_write_buffer_size(self) -> int:
-        return self._core.get_write_buffer_size()
-
-    def set_protocol(self, protocol) -> None:
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
-        self._core._fatal_error(exc, message)
-
-    def _call_connection_lost(self, exc) -> None:
-        self._core._call_connection_lost(exc)
 
 
 def _check_pipe(fileno: int, message: str) -> int:
