@@ -28,3 +28,38 @@ pub struct EventBuf(pub Vec<rustix::event::epoll::Event>);
 unsafe impl Send for EventBuf {}
 // SAFETY: as above; shared references only read plain integers.
 unsafe impl Sync for EventBuf {}
+
+/// Where reads land before their bytes are copied into a Python `bytes`.
+///
+/// Page-aligned on purpose: the kernel's copy into a destination that is
+/// not cache-line aligned (a large `Vec` from malloc starts 16 bytes into
+/// its mapping) runs several times slower — 1 GiB read from a pipe took
+/// 1.0 s of CPU into a buffer at offset 16 against 0.29 s at offset 0.
+pub struct ReadScratch {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl ReadScratch {
+    const ALIGN: usize = 4096;
+
+    pub fn new(len: usize) -> Self {
+        let buf = vec![0u8; len + Self::ALIGN];
+        let start = (Self::ALIGN - buf.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;
+        Self { buf, start, len }
+    }
+}
+
+impl std::ops::Deref for ReadScratch {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for ReadScratch {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}

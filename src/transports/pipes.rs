@@ -31,7 +31,7 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 const EIO: i32 = 5;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+    static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
 }
 
 fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
@@ -742,7 +742,13 @@ impl WritePipeTransport {
             }
             Self::set_side(slf, Side::Write, true)?;
         }
-        slf.borrow_mut().wbuf.push_copy(&bytes[sent..]);
+        {
+            let mut t = slf.borrow_mut();
+            match data.cast::<PyBytes>() {
+                Ok(b) => t.wbuf.push_bytes_rest(py, b.clone().unbind(), sent),
+                Err(_) => t.wbuf.push_copy(&bytes[sent..]),
+            }
+        }
         Self::maybe_pause_protocol(slf)
     }
 

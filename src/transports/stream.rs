@@ -38,7 +38,7 @@ const MAX_READ: usize = 256 * 1024;
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+    static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
 }
 
 #[pyclass(module = "ferroloop._ferroloop")]
@@ -742,8 +742,7 @@ impl StreamTransport {
         {
             let mut t = slf.borrow_mut();
             match data.cast::<PyBytes>() {
-                Ok(b) if sent == 0 => t.wbuf.push_bytes(b.clone().unbind(), len),
-                Ok(b) => t.wbuf.push_copy(&b.as_bytes()[sent..]),
+                Ok(b) => t.wbuf.push_bytes_rest(slf.py(), b.clone().unbind(), sent),
                 Err(_) => {
                     let v = crate::py::buffer_bytes(data)?;
                     t.wbuf.push_copy(&v[sent..]);

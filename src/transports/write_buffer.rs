@@ -43,6 +43,27 @@ impl WriteBuffer {
         }
     }
 
+    /// Queues the rest of `b` after its first `sent` bytes, which the
+    /// kernel already took: by reference, not by copy, so a large write
+    /// that only partly went out costs no memcpy of the remainder.
+    pub fn push_bytes_rest(&mut self, py: Python<'_>, b: Py<PyBytes>, sent: usize) {
+        let len = b.bind(py).as_bytes().len();
+        if sent >= len {
+            return;
+        }
+        if sent > 0 && !self.chunks.is_empty() {
+            // Only the front chunk can start part-way; never reached by the
+            // transports, which send at once only when nothing is queued.
+            self.push_copy(&b.bind(py).as_bytes()[sent..]);
+            return;
+        }
+        if self.chunks.is_empty() {
+            self.offset = sent;
+        }
+        self.len += len - sent;
+        self.chunks.push_back(Chunk::Shared(b));
+    }
+
     pub fn push_copy(&mut self, data: &[u8]) {
         if !data.is_empty() {
             self.len += data.len();
