@@ -8,6 +8,7 @@ mod errors;
 mod event_loop;
 mod handles;
 mod poller;
+mod process;
 mod py;
 mod sys;
 pub mod timers;
@@ -24,6 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::datagram::DatagramTransport>()?;
     m.add_class::<transports::pipes::ReadPipeTransport>()?;
     m.add_class::<transports::pipes::WritePipeTransport>()?;
+    m.add_function(wrap_pyfunction!(process::watch_child, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

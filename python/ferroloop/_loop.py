@@ -14,6 +14,7 @@ differences between 3.11 and 3.13) is asyncio's by construction.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sys
 import threading
@@ -254,6 +255,53 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
+    # --- subprocesses ------------------------------------------------------
+    # The process is started by asyncio's _UnixSubprocessTransport (so every
+    # Popen argument and check is asyncio's), its pipes are native pipe
+    # transports, and its exit is watched by a pidfd in the poller
+    # (src/process.rs): no thread per child, and only that child is reaped.
+    # A child watcher the user installed on the policy is honoured instead,
+    # as asyncio honours it.
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        watcher = _installed_child_watcher()
+        if watcher is not None:
+            return await _Unix._make_subprocess_transport(
+                self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+            )
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs,
+        )  # fmt: skip
+        self._watch_child(transp.get_pid(), transp._process_exited)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid: int, callback: Any) -> None:
+        try:
+            _ferroloop.watch_child(self, pid, callback)
+        except OSError as exc:
+            if exc.errno not in _NO_PIDFD:
+                raise
+            # No pidfd (kernel < 5.3, or a sandbox refusing the call): wait
+            # in a thread, as asyncio's ThreadedChildWatcher does.
+            threading.Thread(
+                target=_wait_child_in_thread,
+                args=(self, pid, callback),
+                name=f"ferroloop-waitpid-{pid}",
+                daemon=True,
+            ).start()
+
     # --- signals -----------------------------------------------------------
     # Signal numbers arrive through `signal.set_wakeup_fd` on a socket pair
     # watched by the poller, exactly as in asyncio's Unix loop. The pair is
@@ -273,6 +321,39 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     _close_self_pipe = _Selector._close_self_pipe
     _read_from_self = _Selector._read_from_self
     _write_to_self = _Selector._write_to_self
+
+
+_NO_PIDFD = (errno.ENOSYS, errno.EPERM, errno.EACCES)
+
+
+def _installed_child_watcher() -> Any:
+    """The child watcher set on asyncio's policy, unless it is one of
+    asyncio's defaults (whose behaviour the pidfd watch reproduces)."""
+    policy = events.get_event_loop_policy()
+    watcher = getattr(policy, "_watcher", None)
+    defaults = tuple(
+        getattr(unix_events, name)
+        for name in ("ThreadedChildWatcher", "PidfdChildWatcher")
+        if hasattr(unix_events, name)
+    )
+    if watcher is None or type(watcher) in defaults:
+        return None
+    return watcher
+
+
+def _wait_child_in_thread(loop: Any, pid: int, callback: Any) -> None:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        # Reaped by someone else: asyncio reports 255 and warns.
+        returncode = 255
+        _logger.warning("Unknown child process pid %d, will report returncode 255", pid)
+    else:
+        returncode = os.waitstatus_to_exitcode(status)
+    try:
+        loop.call_soon_threadsafe(callback, returncode)
+    except RuntimeError:
+        pass  # the loop was closed meanwhile, as with asyncio's watcher
 
 
 def _borrow(cls: Any, source: Any, names: str) -> None:
@@ -306,7 +387,7 @@ _borrow(
     Loop,
     _Unix,
     "create_unix_connection create_unix_server _sock_sendfile_native "
-    "_make_subprocess_transport _child_watcher_callback "
+    "_child_watcher_callback "
     "_sock_sendfile_native_impl _sock_sendfile_update_filepos "
     "_sock_add_cancellation_callback",
 )

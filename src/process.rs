@@ -1,0 +1,110 @@
+//! Child processes: knowing when a child exits, without a thread per child
+//! and without reaping children that are not ours.
+//!
+//! # Implementation
+//! A pidfd (Linux ≥ 5.3) becomes readable when its process exits. It is
+//! watched by the loop's poller like any descriptor; when it fires, the
+//! child is reaped with `waitpid(pid, WNOHANG)` — only that pid, so other
+//! code's children are left alone — and the callback (the subprocess
+//! transport's `_process_exited`) is scheduled with `call_soon`, where
+//! asyncio's `PidfdChildWatcher` would schedule it. Kernels without pidfds
+//! get the thread-per-child fallback in `_loop.py`.
+
+use crate::event_loop::fds::Side;
+use crate::event_loop::source::{self, IoSource};
+use crate::event_loop::LoopCore;
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::prelude::*;
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, WaitOptions, WaitStatus};
+use std::sync::Arc;
+
+/// The returncode asyncio reports when someone else reaped the child.
+const UNKNOWN_RETURNCODE: i32 = 255;
+
+/// `os.waitstatus_to_exitcode`: the exit status, or minus the signal.
+fn returncode(status: WaitStatus) -> i32 {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => -sig,
+        // Neither exited nor killed: only possible with WUNTRACED, which
+        // is not asked for; report it as asyncio reports an unknown status.
+        (None, None) => UNKNOWN_RETURNCODE,
+    }
+}
+
+struct ChildSource {
+    loop_: Py<LoopCore>,
+    pid: Pid,
+    /// Closed when the loop drops this source: after the child was reaped,
+    /// or when the loop closes first.
+    pidfd: OwnedFd,
+    callback: Py<PyAny>,
+}
+
+impl IoSource for ChildSource {
+    fn on_ready(&self, py: Python<'_>, _side: Side) -> PyResult<()> {
+        let code = match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => returncode(status),
+            // Readable but not yet reapable cannot happen for a pidfd;
+            // keep waiting rather than guess.
+            Ok(None) | Err(Errno::INTR) => return Ok(()),
+            Err(_) => {
+                // ECHILD: reaped elsewhere (a SIGCHLD handler, waitpid(-1)).
+                let a = crate::py::asyncio(py)?;
+                a.logger.bind(py).call_method1(
+                    pyo3::intern!(py, "warning"),
+                    (
+                        "child process pid %d exit status already read:  will report returncode 255",
+                        self.pid.as_raw_nonzero().get(),
+                    ),
+                )?;
+                UNKNOWN_RETURNCODE
+            }
+        };
+        let loop_ = self.loop_.bind(py);
+        source::unwatch(loop_, self.pidfd.as_raw_fd(), Side::Read);
+        loop_.call_method1(pyo3::intern!(py, "call_soon"), (&self.callback, code))?;
+        Ok(())
+    }
+
+    fn describe(&self, _side: Side) -> String {
+        format!("child watcher for pid {}", self.pid.as_raw_nonzero())
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.loop_.bind(py).clone().into_any()
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.callback)
+    }
+}
+
+/// Calls `callback(returncode)` on the loop once child `pid` has exited and
+/// been reaped. Raises OSError (ENOSYS on kernels older than 5.3, ESRCH for
+/// a pid that is not a live process) when no pidfd can be had.
+#[pyfunction]
+pub fn watch_child(
+    loop_: &Bound<'_, LoopCore>,
+    pid: i32,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let Some(pid) = Pid::from_raw(pid).filter(|p| p.as_raw_nonzero().get() > 0) else {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "invalid pid {pid}"
+        )));
+    };
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())
+        .map_err(|e| crate::errors::os_error(e.into()))?;
+    let fd = pidfd.as_raw_fd();
+    let src = ChildSource {
+        loop_: loop_.clone().unbind(),
+        pid,
+        pidfd,
+        callback: callback.clone().unbind(),
+    };
+    source::watch(loop_, fd, Side::Read, Arc::new(src))
+}
