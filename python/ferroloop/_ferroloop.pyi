@@ -15,6 +15,7 @@ __all__ = [
     "DatagramTransport",
     "ReadPipeTransport",
     "WritePipeTransport",
+    "watch_child",
     "__version__",
 ]
 
@@ -245,3 +246,7 @@ class WritePipeTransport:
     def _conn_lost(self) -> int: ...
     @property
     def _protocol_paused(self) -> bool: ...
+
+def watch_child(loop_: LoopCore, pid: int, callback: Callable[[int], object]) -> None:
+    """Schedules `callback(returncode)` on `loop_` once child `pid` has exited
+    and been reaped (a pidfd in the poller). OSError if no pidfd can be had."""
