@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test pytest cargo-test conformance conformance-all demo bench lint fmt stubtest test-versions clean
+.PHONY: help venv build test pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess lint fmt stubtest test-versions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ bench-net: build  ## networking benchmarks (echo, UDP, HTTP under wrk, idle-conn
 	@command -v wrk >/dev/null || echo "note: wrk is not installed (apt-get install wrk): the HTTP rows will show n/a"
 	cargo build --release --manifest-path benches/loadgen/Cargo.toml
 	$(VPY) benches/net.py
+
+bench-subprocess: build  ## subprocess benchmarks (spawn-and-wait, communicate through cat) vs asyncio, uvloop
+	$(VPY) -m pip install -q uvloop
+	$(VPY) benches/subprocess_bench.py
 
 lint:  ## cargo fmt --check, clippy -D warnings, mypy stubtest
 	cargo fmt --check
