@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, WaitOptions, WaitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The returncode asyncio reports when someone else reaped the child.
@@ -41,6 +42,32 @@ struct ChildSource {
     /// or when the loop closes first.
     pidfd: OwnedFd,
     callback: Py<PyAny>,
+    /// Set once the child has been reaped (or found reaped by others).
+    reaped: AtomicBool,
+}
+
+impl Drop for ChildSource {
+    /// The loop closed while the child still runs. It must still be reaped
+    /// or it stays a zombie; asyncio's thread-based watcher would do it, so
+    /// a thread waits for it here — only in this rare case.
+    fn drop(&mut self) {
+        if self.reaped.load(Ordering::Relaxed) {
+            return;
+        }
+        let pid = self.pid;
+        let spawned = std::thread::Builder::new()
+            .name(format!("ferroloop-reap-{}", pid.as_raw_nonzero()))
+            .spawn(move || loop {
+                match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+                    Err(Errno::INTR) => continue,
+                    // Reaped, or ECHILD: someone else (Popen.poll) did.
+                    _ => break,
+                }
+            });
+        // Without a thread, the child's Popen reaps it when polled or
+        // collected; nothing else can be done here.
+        drop(spawned);
+    }
 }
 
 impl IoSource for ChildSource {
@@ -63,6 +90,7 @@ impl IoSource for ChildSource {
                 UNKNOWN_RETURNCODE
             }
         };
+        self.reaped.store(true, Ordering::Relaxed);
         let loop_ = self.loop_.bind(py);
         source::unwatch(loop_, self.pidfd.as_raw_fd(), Side::Read);
         loop_.call_method1(pyo3::intern!(py, "call_soon"), (&self.callback, code))?;
@@ -105,6 +133,7 @@ pub fn watch_child(
         pid,
         pidfd,
         callback: callback.clone().unbind(),
+        reaped: AtomicBool::new(false),
     };
     source::watch(loop_, fd, Side::Read, Arc::new(src))
 }
