@@ -164,3 +164,34 @@ pub fn die(msg: &str) -> ! {
     eprintln!("{msg}");
     std::process::exit(2)
 }
+
+/// A cache-line-aligned byte buffer. Reads into a buffer that is not cache-line
+/// aligned (a large `Vec` starts 16 bytes into its mapping) make the
+/// kernel's copy several times slower, which would handicap the floor (and
+/// the client) against loops that align theirs.
+pub struct AlignedBuf {
+    v: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize, fill: u8) -> AlignedBuf {
+        let v = vec![fill; len + 64];
+        let off = (64 - v.as_ptr() as usize % 64) % 64;
+        AlignedBuf { v, off, len }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v[self.off..self.off + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.off..self.off + self.len]
+    }
+}

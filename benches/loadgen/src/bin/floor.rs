@@ -30,7 +30,7 @@ struct Conn {
 struct Server {
     ep: Epoll,
     conns: Vec<Option<Conn>>, // indexed by fd
-    scratch: Vec<u8>,
+    scratch: AlignedBuf,
     http: bool,
 }
 
@@ -90,7 +90,7 @@ impl Server {
 fn serve_stream(listen_fd: RawFd, http: bool) -> io::Result<()> {
     raise_nofile();
     set_nonblocking(listen_fd)?;
-    let mut s = Server { ep: Epoll::new(1024)?, conns: Vec::new(), scratch: vec![0; 256 * 1024], http };
+    let mut s = Server { ep: Epoll::new(1024)?, conns: Vec::new(), scratch: AlignedBuf::new(256 * 1024, 0), http };
     s.ep.add(listen_fd, IN, LISTENER)?;
     loop {
         for (ev, token) in s.ep.wait(-1)? {
@@ -136,7 +136,7 @@ fn serve_udp(sock: UdpSocket) -> io::Result<()> {
     let fd = sock.into_raw_fd();
     let mut ep = Epoll::new(16)?;
     ep.add(fd, IN, 0)?;
-    let mut buf = vec![0u8; 65536];
+    let mut buf = AlignedBuf::new(65536, 0);
     loop {
         ep.wait(-1)?;
         loop {

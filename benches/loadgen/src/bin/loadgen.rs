@@ -25,8 +25,8 @@ const UDP_RESEND: Duration = Duration::from_millis(200);
 
 struct Conn {
     fd: RawFd,
-    send: Vec<u8>,
-    recv: Vec<u8>,
+    send: AlignedBuf,
+    recv: AlignedBuf,
     sent: usize,
     recvd: usize,
     seq: u64,
@@ -125,9 +125,9 @@ fn echo(args: &Args) -> io::Result<()> {
         ep.add(fd, IN, i as u64)?;
         cs.push(Conn {
             fd,
-            send: vec![0xA5; size],
+            send: AlignedBuf::new(size, 0xA5),
             // one spare byte so that an over-long datagram is noticed
-            recv: vec![0; size + 1],
+            recv: AlignedBuf::new(size + 1, 0),
             sent: 0,
             recvd: 0,
             seq: (i as u64) << 40,
