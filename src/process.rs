@@ -57,12 +57,12 @@ impl Drop for ChildSource {
         let pid = self.pid;
         let spawned = std::thread::Builder::new()
             .name(format!("ferroloop-reap-{}", pid.as_raw_nonzero()))
-            .spawn(move || loop {
-                match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
-                    Err(Errno::INTR) => continue,
-                    // Reaped, or ECHILD: someone else (Popen.poll) did.
-                    _ => break,
-                }
+            // Retried on EINTR; reaped, or ECHILD (someone else, such as
+            // Popen.poll, did it) ends the wait.
+            .spawn(move || {
+                while let Err(Errno::INTR) =
+                    rustix::process::waitpid(Some(pid), WaitOptions::empty())
+                {}
             });
         // Without a thread, the child's Popen reaps it when polled or
         // collected; nothing else can be done here.

@@ -11,14 +11,13 @@
 //! empty datagrams, counts 8 header bytes per queued datagram, and closes
 //! once a closing transport's queue drains.
 
-use super::flow::WaterMarks;
-use super::{log_debug, report};
+use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
+use super::{log_debug, report, set_watching, stops_loop, Core};
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::event_loop::source::{self, IoSource};
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
@@ -28,7 +27,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 /// asyncio's `max_size` for datagrams.
 const MAX_DATAGRAM: usize = 256 * 1024;
@@ -66,37 +64,44 @@ pub struct DatagramTransport {
     writing: bool,
 }
 
-struct Source(Py<DatagramTransport>, Option<Py<PyAny>>);
+impl Core for DatagramTransport {
+    const ASYNCIO_NAME: &'static str = "DatagramTransport";
 
-impl IoSource for Source {
-    fn describe(&self, side: Side) -> String {
-        let what = match side {
-            Side::Read => "_read_ready",
-            Side::Write => "_write_ready",
-        };
-        format!("{}.{what}()", "DatagramTransport")
+    fn loop_core(&self) -> &Py<LoopCore> {
+        &self.loop_
     }
 
-    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.0.bind(py).borrow().loop_.bind(py).clone().into_any()
+    fn fd(&self) -> RawFd {
+        self.fd
     }
 
-    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let t = self.0.bind(py);
+    fn face_ref(&self) -> Option<&Py<PyAny>> {
+        self.wrapper.as_ref()
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn watching(&mut self, side: Side) -> &mut bool {
         match side {
-            Side::Read => DatagramTransport::read_ready(t),
-            Side::Write => DatagramTransport::write_ready(t),
+            Side::Read => &mut self.reading,
+            Side::Write => &mut self.writing,
         }
     }
 
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)?;
-        visit.call(&self.1)
+    fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
+        match side {
+            Side::Read => Self::read_ready(slf),
+            Side::Write => Self::write_ready(slf),
+        }
     }
 }
 
-fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+impl FlowControlled for DatagramTransport {
+    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
+        (&self.marks, self.queued_size, &mut self.protocol_paused)
+    }
 }
 
 /// A socket address as the socket module returns it.
@@ -140,47 +145,6 @@ fn py_to_addr(addr: &Bound<'_, PyAny>) -> Option<SocketAddr> {
 }
 
 impl DatagramTransport {
-    fn loop_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.loop_.bind(py).clone().into_any()
-    }
-
-    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.wrapper
-            .as_ref()?
-            .bind(py)
-            .cast::<PyWeakrefReference>()
-            .ok()?
-            .upgrade()
-    }
-
-    fn source(slf: &Bound<'_, Self>) -> Arc<dyn IoSource> {
-        let wrapper = slf.borrow().wrapper(slf.py()).map(Bound::unbind);
-        Arc::new(Source(slf.clone().unbind(), wrapper))
-    }
-
-    fn set_side(slf: &Bound<'_, Self>, side: Side, on: bool) -> PyResult<()> {
-        let (loop_, fd, was) = {
-            let mut t = slf.borrow_mut();
-            let flag = match side {
-                Side::Read => &mut t.reading,
-                Side::Write => &mut t.writing,
-            };
-            let was = *flag;
-            *flag = on;
-            (t.loop_.clone_ref(slf.py()), t.fd, was)
-        };
-        if on && !was {
-            source::watch(loop_.bind(slf.py()), fd, side, Self::source(slf))?;
-        } else if !on && was {
-            source::unwatch(loop_.bind(slf.py()), fd, side);
-        }
-        Ok(())
-    }
-
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|p| p.clone_ref(py))
-    }
-
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
         if let Some(p) = slf.borrow().protocol(py) {
@@ -335,13 +299,13 @@ impl DatagramTransport {
                 Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
             }
         }
-        Self::maybe_resume_protocol(slf)?;
+        maybe_resume_protocol(slf)?;
         let (empty, closing) = {
             let t = slf.borrow();
             (t.queue.is_empty(), t.closing)
         };
         if empty {
-            Self::set_side(slf, Side::Write, false)?;
+            set_watching(slf, Side::Write, false)?;
             if closing {
                 Self::call_connection_lost(slf, py.None().into_bound(py))?;
             }
@@ -371,7 +335,7 @@ impl DatagramTransport {
                 let t = slf.borrow();
                 (
                     t.loop_any(py),
-                    t.wrapper(py).map(Bound::unbind),
+                    t.face(py).map(Bound::unbind),
                     t.protocol(py),
                 )
             };
@@ -382,7 +346,7 @@ impl DatagramTransport {
 
     fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
         slf.borrow()
-            .wrapper(slf.py())
+            .face(slf.py())
             .map(Bound::unbind)
             .unwrap_or_else(|| slf.clone().into_any().unbind())
     }
@@ -391,7 +355,7 @@ impl DatagramTransport {
         let py = slf.py();
         let target = slf
             .borrow()
-            .wrapper(py)
+            .face(py)
             .unwrap_or_else(|| slf.clone().into_any());
         let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
         let loop_ = slf.borrow().loop_any(py);
@@ -414,9 +378,9 @@ impl DatagramTransport {
             (q, was)
         };
         drop(dropped);
-        Self::set_side(slf, Side::Write, false)?;
+        set_watching(slf, Side::Write, false)?;
         if !was_closing {
-            Self::set_side(slf, Side::Read, false)?;
+            set_watching(slf, Side::Read, false)?;
         }
         Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None().into_bound(py)))
     }
@@ -431,10 +395,10 @@ impl DatagramTransport {
             t.closing = true;
             t.queue.is_empty()
         };
-        Self::set_side(slf, Side::Read, false)?;
+        set_watching(slf, Side::Read, false)?;
         if empty {
             slf.borrow_mut().conn_lost += 1;
-            Self::set_side(slf, Side::Write, false)?;
+            set_watching(slf, Side::Write, false)?;
             Self::schedule_connection_lost(slf, py.None().into_bound(py))?;
         }
         Ok(())
@@ -455,7 +419,7 @@ impl DatagramTransport {
         };
         let (sock, protocol, wrapper) = {
             let mut t = slf.borrow_mut();
-            let w = t.wrapper(py);
+            let w = t.face(py);
             (t.sock.take(), t.protocol.take(), w)
         };
         if let Some(s) = &sock {
@@ -466,55 +430,6 @@ impl DatagramTransport {
         }
         drop((sock, protocol, wrapper));
         result
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let p = {
-            let mut t = slf.borrow_mut();
-            if !t.marks.above_high(t.queued_size) || t.protocol_paused {
-                return Ok(());
-            }
-            t.protocol_paused = true;
-            t.protocol(py)
-        };
-        Self::flow_call(slf, p, "pause_writing")
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let p = {
-            let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.marks.at_or_below_low(t.queued_size)) {
-                return Ok(());
-            }
-            t.protocol_paused = false;
-            t.protocol(py)
-        };
-        Self::flow_call(slf, p, "resume_writing")
-    }
-
-    fn flow_call(slf: &Bound<'_, Self>, protocol: Option<Py<PyAny>>, method: &str) -> PyResult<()> {
-        let py = slf.py();
-        let Some(p) = protocol else { return Ok(()) };
-        if let Err(e) = p.bind(py).call_method0(method) {
-            if stops_loop(py, &e) {
-                return Err(e);
-            }
-            let (loop_, wrapper) = {
-                let t = slf.borrow();
-                (t.loop_any(py), t.wrapper(py).map(Bound::unbind))
-            };
-            let exc = e.into_value(py).into_bound(py).into_any();
-            report(
-                &loop_,
-                &format!("protocol.{method}() failed"),
-                &exc,
-                wrapper.as_ref(),
-                Some(&p),
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -567,7 +482,7 @@ impl DatagramTransport {
             !t.closing && !t.paused
         };
         if ok {
-            Self::set_side(slf, Side::Read, true)?;
+            set_watching(slf, Side::Read, true)?;
         }
         Ok(())
     }
@@ -584,7 +499,7 @@ impl DatagramTransport {
             }
             t.paused = true;
         }
-        Self::set_side(slf, Side::Read, false)
+        set_watching(slf, Side::Read, false)
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -595,7 +510,7 @@ impl DatagramTransport {
             }
             t.paused = false;
         }
-        Self::set_side(slf, Side::Read, true)
+        set_watching(slf, Side::Read, true)
     }
 
     #[pyo3(signature = (data, addr = None))]
@@ -661,7 +576,7 @@ impl DatagramTransport {
         if slf.borrow().queue.is_empty() {
             match Self::send_one(slf, bytes.as_bytes(), addr.as_ref()) {
                 Ok(true) => return Ok(()),
-                Ok(false) => Self::set_side(slf, Side::Write, true)?,
+                Ok(false) => set_watching(slf, Side::Write, true)?,
                 Err(e) if stops_loop(py, &e) => return Err(e),
                 Err(e) if e.is_instance_of::<PyOSError>(py) => return Self::error_received(slf, e),
                 Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
@@ -672,7 +587,7 @@ impl DatagramTransport {
             t.queued_size += len + t.header_size;
             t.queue.push_back((bytes.unbind(), addr.map(Bound::unbind)));
         }
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     #[pyo3(name = "close")]
@@ -705,7 +620,7 @@ impl DatagramTransport {
     ) -> PyResult<()> {
         let marks = WaterMarks::from_args(high, low)?;
         slf.borrow_mut().marks = marks;
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {

@@ -1,5 +1,6 @@
 //! Write flow control: asyncio's `_FlowControlMixin` water marks.
 
+use super::{report, stops_loop, Core};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -80,4 +81,68 @@ impl WaterMarks {
             ),
         })
     }
+}
+
+/// A transport core whose writes are under its protocol's flow control.
+pub trait FlowControlled: Core {
+    /// The marks, the buffered size they are compared with, and whether the
+    /// protocol is paused.
+    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool);
+}
+
+/// `_maybe_pause_protocol`: `pause_writing()` once the buffer is above the
+/// high-water mark.
+pub fn maybe_pause_protocol<T: FlowControlled>(slf: &Bound<'_, T>) -> PyResult<()> {
+    let py = slf.py();
+    let protocol = {
+        let mut t = slf.borrow_mut();
+        let (marks, size, paused) = t.flow();
+        if *paused || !marks.above_high(size) {
+            return Ok(());
+        }
+        *paused = true;
+        t.protocol(py)
+    };
+    notify(slf, protocol, "pause_writing")
+}
+
+/// `_maybe_resume_protocol`: `resume_writing()` once a paused protocol's
+/// buffer is down to the low-water mark.
+pub fn maybe_resume_protocol<T: FlowControlled>(slf: &Bound<'_, T>) -> PyResult<()> {
+    let py = slf.py();
+    let protocol = {
+        let mut t = slf.borrow_mut();
+        let (marks, size, paused) = t.flow();
+        if !*paused || !marks.at_or_below_low(size) {
+            return Ok(());
+        }
+        *paused = false;
+        t.protocol(py)
+    };
+    notify(slf, protocol, "resume_writing")
+}
+
+/// Calls `protocol.<method>()`. A failure goes to the exception handler
+/// with asyncio's message, not to the code that happened to write.
+fn notify<T: Core>(slf: &Bound<'_, T>, protocol: Option<Py<PyAny>>, method: &str) -> PyResult<()> {
+    let py = slf.py();
+    let Some(p) = protocol else { return Ok(()) };
+    if let Err(e) = p.bind(py).call_method0(method) {
+        if stops_loop(py, &e) {
+            return Err(e);
+        }
+        let (loop_, face) = {
+            let t = slf.borrow();
+            (t.loop_any(py), t.face(py).map(Bound::unbind))
+        };
+        let exc = e.into_value(py).into_bound(py).into_any();
+        report(
+            &loop_,
+            &format!("protocol.{method}() failed"),
+            &exc,
+            face.as_ref(),
+            Some(&p),
+        )?;
+    }
+    Ok(())
 }

@@ -13,9 +13,118 @@ pub mod pipes;
 pub mod stream;
 pub mod write_buffer;
 
+use crate::event_loop::fds::Side;
+use crate::event_loop::source::{self, IoSource};
+use crate::event_loop::LoopCore;
 use crate::py;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::pyclass::boolean_struct::False;
+use pyo3::types::{PyDict, PyWeakrefReference};
+use pyo3::PyClass;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// What the machinery shared by every native transport needs of a core.
+pub trait Core: PyClass<Frozen = False> + Send + Sync {
+    /// asyncio's class name, for the handle descriptions in error messages.
+    const ASYNCIO_NAME: &'static str;
+
+    fn loop_core(&self) -> &Py<LoopCore>;
+
+    fn fd(&self) -> RawFd;
+
+    /// The weak reference to the Python transport (the face).
+    fn face_ref(&self) -> Option<&Py<PyAny>>;
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>>;
+
+    /// The flag that records whether `side` is watched.
+    fn watching(&mut self, side: Side) -> &mut bool;
+
+    /// The descriptor is ready for `side`: asyncio's `_read_ready` or
+    /// `_write_ready`.
+    fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()>;
+
+    /// The Python transport object, while it lives.
+    fn face<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.face_ref()?
+            .bind(py)
+            .cast::<PyWeakrefReference>()
+            .ok()?
+            .upgrade()
+    }
+
+    fn loop_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.loop_core().bind(py).clone().into_any()
+    }
+
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.loop_core()
+            .bind(py)
+            .try_borrow()
+            .map(|l| l.debug_enabled())
+            .unwrap_or(false)
+    }
+}
+
+/// A watched side of a transport's descriptor. It holds the core and the
+/// Python face strongly, so a transport the loop watches stays alive (as
+/// asyncio's handles keep theirs) even if the program dropped it.
+struct Source<T: Core>(Py<T>, Option<Py<PyAny>>);
+
+impl<T: Core> IoSource for Source<T> {
+    fn describe(&self, side: Side) -> String {
+        let what = match side {
+            Side::Read => "_read_ready",
+            Side::Write => "_write_ready",
+        };
+        format!("{}.{what}()", T::ASYNCIO_NAME)
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).borrow().loop_any(py)
+    }
+
+    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        T::on_ready(self.0.bind(py), side)
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)?;
+        visit.call(&self.1)
+    }
+}
+
+/// Starts or stops watching `side` of the transport's descriptor; nothing
+/// happens if it already is in that state.
+pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResult<()> {
+    let py = slf.py();
+    let (loop_, fd, was, face) = {
+        let mut t = slf.borrow_mut();
+        let flag = t.watching(side);
+        let was = std::mem::replace(flag, on);
+        (
+            t.loop_core().clone_ref(py),
+            t.fd(),
+            was,
+            t.face(py).map(Bound::unbind),
+        )
+    };
+    if on && !was {
+        let src: Arc<dyn IoSource> = Arc::new(Source(slf.clone().unbind(), face));
+        source::watch(loop_.bind(py), fd, side, src)?;
+    } else if !on && was {
+        source::unwatch(loop_.bind(py), fd, side);
+    }
+    Ok(())
+}
+
+/// Errors that must stop the loop rather than go to the exception handler.
+pub fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
 
 /// Reports an error with no caller to the loop's exception handler, with
 /// asyncio's context keys.

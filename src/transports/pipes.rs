@@ -9,22 +9,20 @@
 //! `writev` when writable; it also watches its descriptor for readability,
 //! which for a pipe means the reader went away (asyncio's EPIPE detection).
 
-use super::flow::WaterMarks;
+use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{log_debug, report};
+use super::{log_debug, report, set_watching, stops_loop, Core};
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::event_loop::source::{self, IoSource};
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyBrokenPipeError, PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
 use rustix::io::Errno;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 const MAX_READ: usize = 256 * 1024;
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
@@ -32,10 +30,6 @@ const EIO: i32 = 5;
 
 thread_local! {
     static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
-}
-
-fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// What both pipe transports share: the loop, the pipe object, the
@@ -47,6 +41,9 @@ struct Common {
     protocol: Option<Py<PyAny>>,
     wrapper: Option<Py<PyAny>>,
     closing: bool,
+    /// Whether the descriptor is watched for each side.
+    reading: bool,
+    writing: bool,
 }
 
 impl Common {
@@ -63,28 +60,13 @@ impl Common {
             protocol: Some(protocol.clone().unbind()),
             wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
             closing: false,
+            reading: false,
+            writing: false,
         })
-    }
-
-    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.wrapper
-            .as_ref()?
-            .bind(py)
-            .cast::<PyWeakrefReference>()
-            .ok()?
-            .upgrade()
     }
 
     fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.protocol.as_ref().map(|p| p.clone_ref(py))
-    }
-
-    fn debug(&self, py: Python<'_>) -> bool {
-        self.loop_
-            .bind(py)
-            .try_borrow()
-            .map(|l| l.debug_enabled())
-            .unwrap_or(false)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -136,71 +118,65 @@ fn schedule_lost(
     Ok(())
 }
 
+/// Both pipe transports are cores through their `Common` part.
+macro_rules! pipe_core {
+    ($ty:ty, $name:literal, $read:path, $write:path) => {
+        impl Core for $ty {
+            const ASYNCIO_NAME: &'static str = $name;
+
+            fn loop_core(&self) -> &Py<LoopCore> {
+                &self.c.loop_
+            }
+
+            fn fd(&self) -> RawFd {
+                self.c.fd
+            }
+
+            fn face_ref(&self) -> Option<&Py<PyAny>> {
+                self.c.wrapper.as_ref()
+            }
+
+            fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.c.protocol(py)
+            }
+
+            fn watching(&mut self, side: Side) -> &mut bool {
+                match side {
+                    Side::Read => &mut self.c.reading,
+                    Side::Write => &mut self.c.writing,
+                }
+            }
+
+            fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
+                match side {
+                    Side::Read => $read(slf),
+                    Side::Write => $write(slf),
+                }
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------- reading
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct ReadPipeTransport {
     c: Common,
     paused: bool,
-    reading: bool,
 }
 
-struct ReadSource(Py<ReadPipeTransport>, Option<Py<PyAny>>);
-
-impl IoSource for ReadSource {
-    fn describe(&self, side: Side) -> String {
-        let what = match side {
-            Side::Read => "_read_ready",
-            Side::Write => "_write_ready",
-        };
-        format!("{}.{what}()", "ReadPipeTransport")
-    }
-
-    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.0.bind(py).borrow().c.loop_.bind(py).clone().into_any()
-    }
-
-    fn on_ready(&self, py: Python<'_>, _side: Side) -> PyResult<()> {
-        ReadPipeTransport::read_ready(self.0.bind(py))
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)?;
-        visit.call(&self.1)
-    }
-}
+// A read pipe only ever watches its Read side.
+pipe_core!(
+    ReadPipeTransport,
+    "ReadPipeTransport",
+    ReadPipeTransport::read_ready,
+    ReadPipeTransport::read_ready
+);
 
 impl ReadPipeTransport {
-    fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let py = slf.py();
-        let (loop_, fd, was, wrapper) = {
-            let mut t = slf.borrow_mut();
-            let was = t.reading;
-            t.reading = on;
-            (
-                t.c.loop_.clone_ref(py),
-                t.c.fd,
-                was,
-                t.c.wrapper(py).map(Bound::unbind),
-            )
-        };
-        if on && !was {
-            source::watch(
-                loop_.bind(py),
-                fd,
-                Side::Read,
-                Arc::new(ReadSource(slf.clone().unbind(), wrapper)),
-            )?;
-        } else if !on && was {
-            source::unwatch(loop_.bind(py), fd, Side::Read);
-        }
-        Ok(())
-    }
-
     fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         slf.borrow()
-            .c
-            .wrapper(slf.py())
+            .face(slf.py())
             .unwrap_or_else(|| slf.clone().into_any())
     }
 
@@ -229,7 +205,7 @@ impl ReadPipeTransport {
                 Ok(())
             }
             Ok(_) => {
-                if slf.borrow().c.debug(py) {
+                if slf.borrow().debug(py) {
                     let a = crate::py::asyncio(py)?;
                     a.logger.bind(py).call_method1(
                         pyo3::intern!(py, "info"),
@@ -237,7 +213,7 @@ impl ReadPipeTransport {
                     )?;
                 }
                 slf.borrow_mut().c.closing = true;
-                Self::set_reading(slf, false)?;
+                set_watching(slf, Side::Read, false)?;
                 let (loop_, protocol) = {
                     let t = slf.borrow();
                     (t.c.loop_.clone_ref(py), t.c.protocol(py))
@@ -262,7 +238,7 @@ impl ReadPipeTransport {
         let is_eio = exc.is_instance_of::<PyOSError>()
             && exc.getattr("errno")?.extract::<i32>().ok() == Some(EIO);
         if is_eio {
-            if slf.borrow().c.debug(py) {
+            if slf.borrow().debug(py) {
                 log_debug(py, ("%r: %s", Self::target(slf), message))?;
             }
         } else {
@@ -270,7 +246,7 @@ impl ReadPipeTransport {
                 let t = slf.borrow();
                 (
                     t.c.loop_.bind(py).clone().into_any(),
-                    t.c.wrapper(py).map(Bound::unbind),
+                    t.face(py).map(Bound::unbind),
                     t.c.protocol(py),
                 )
             };
@@ -281,7 +257,7 @@ impl ReadPipeTransport {
 
     fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         slf.borrow_mut().c.closing = true;
-        Self::set_reading(slf, false)?;
+        set_watching(slf, Side::Read, false)?;
         let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
         schedule_lost(Self::target(slf), &loop_, exc)
     }
@@ -299,7 +275,6 @@ impl ReadPipeTransport {
         Ok(Self {
             c: Common::new(loop_, pipe, protocol, wrapper)?,
             paused: false,
-            reading: false,
         })
     }
 
@@ -309,7 +284,7 @@ impl ReadPipeTransport {
             !t.paused && !t.c.closing
         };
         if ok {
-            Self::set_reading(slf, true)?;
+            set_watching(slf, Side::Read, true)?;
         }
         Ok(())
     }
@@ -327,8 +302,8 @@ impl ReadPipeTransport {
             }
             t.paused = true;
         }
-        Self::set_reading(slf, false)?;
-        if slf.borrow().c.debug(py) {
+        set_watching(slf, Side::Read, false)?;
+        if slf.borrow().debug(py) {
             log_debug(py, ("%r pauses reading", Self::target(slf)))?;
         }
         Ok(())
@@ -343,8 +318,8 @@ impl ReadPipeTransport {
             }
             t.paused = false;
         }
-        Self::set_reading(slf, true)?;
-        if slf.borrow().c.debug(py) {
+        set_watching(slf, Side::Read, true)?;
+        if slf.borrow().debug(py) {
             log_debug(py, ("%r resumes reading", Self::target(slf)))?;
         }
         Ok(())
@@ -378,7 +353,7 @@ impl ReadPipeTransport {
         let py = slf.py();
         let (protocol, pipe, wrapper) = {
             let mut t = slf.borrow_mut();
-            let w = t.c.wrapper(py);
+            let w = t.face(py);
             (t.c.protocol.take(), t.c.pipe.take(), w)
         };
         Common::connection_lost(py, protocol, pipe, wrapper, &exc)
@@ -410,81 +385,33 @@ pub struct WritePipeTransport {
     /// Whether the descriptor is watched for readability (the reader went
     /// away) — only for FIFOs and sockets, as in asyncio.
     watch_hangup: bool,
-    reading: bool,
-    writing: bool,
 }
 
-struct WriteSource(Py<WritePipeTransport>, Option<Py<PyAny>>);
+// The Read side of a write pipe reports the reader going away.
+pipe_core!(
+    WritePipeTransport,
+    "WritePipeTransport",
+    WritePipeTransport::hangup,
+    WritePipeTransport::write_ready
+);
 
-impl IoSource for WriteSource {
-    fn describe(&self, side: Side) -> String {
-        let what = match side {
-            Side::Read => "_read_ready",
-            Side::Write => "_write_ready",
-        };
-        format!("{}.{what}()", "WritePipeTransport")
-    }
-
-    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.0.bind(py).borrow().c.loop_.bind(py).clone().into_any()
-    }
-
-    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let t = self.0.bind(py);
-        match side {
-            Side::Read => WritePipeTransport::hangup(t),
-            Side::Write => WritePipeTransport::write_ready(t),
-        }
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)?;
-        visit.call(&self.1)
+impl FlowControlled for WritePipeTransport {
+    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
+        (&self.marks, self.wbuf.len(), &mut self.protocol_paused)
     }
 }
 
 impl WritePipeTransport {
-    fn set_side(slf: &Bound<'_, Self>, side: Side, on: bool) -> PyResult<()> {
-        let py = slf.py();
-        let (loop_, fd, was, wrapper) = {
-            let mut t = slf.borrow_mut();
-            let flag = match side {
-                Side::Read => &mut t.reading,
-                Side::Write => &mut t.writing,
-            };
-            let was = *flag;
-            *flag = on;
-            (
-                t.c.loop_.clone_ref(py),
-                t.c.fd,
-                was,
-                t.c.wrapper(py).map(Bound::unbind),
-            )
-        };
-        if on && !was {
-            source::watch(
-                loop_.bind(py),
-                fd,
-                side,
-                Arc::new(WriteSource(slf.clone().unbind(), wrapper)),
-            )?;
-        } else if !on && was {
-            source::unwatch(loop_.bind(py), fd, side);
-        }
-        Ok(())
-    }
-
     fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         slf.borrow()
-            .c
-            .wrapper(slf.py())
+            .face(slf.py())
             .unwrap_or_else(|| slf.clone().into_any())
     }
 
     /// The read end went away.
     fn hangup(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().c.debug(py) {
+        if slf.borrow().debug(py) {
             let a = crate::py::asyncio(py)?;
             a.logger.bind(py).call_method1(
                 pyo3::intern!(py, "info"),
@@ -529,7 +456,7 @@ impl WritePipeTransport {
                     t.wbuf.clear()
                 };
                 drop(dropped);
-                Self::set_side(slf, Side::Write, false)?;
+                set_watching(slf, Side::Write, false)?;
                 Self::fatal(
                     slf,
                     errors::os_error(e.into()),
@@ -540,10 +467,10 @@ impl WritePipeTransport {
                 if !slf.borrow().wbuf.is_empty() {
                     return Ok(());
                 }
-                Self::set_side(slf, Side::Write, false)?;
-                Self::maybe_resume_protocol(slf)?;
+                set_watching(slf, Side::Write, false)?;
+                maybe_resume_protocol(slf)?;
                 if slf.borrow().c.closing && slf.borrow().wbuf.is_empty() {
-                    Self::set_side(slf, Side::Read, false)?;
+                    set_watching(slf, Side::Read, false)?;
                     Self::call_connection_lost(slf, py.None().into_bound(py))?;
                 }
                 Ok(())
@@ -558,7 +485,7 @@ impl WritePipeTransport {
         }
         let exc = err.into_value(py).into_bound(py).into_any();
         if exc.is_instance_of::<PyOSError>() {
-            if slf.borrow().c.debug(py) {
+            if slf.borrow().debug(py) {
                 log_debug(py, ("%r: %s", Self::target(slf), message))?;
             }
         } else {
@@ -566,7 +493,7 @@ impl WritePipeTransport {
                 let t = slf.borrow();
                 (
                     t.c.loop_.bind(py).clone().into_any(),
-                    t.c.wrapper(py).map(Bound::unbind),
+                    t.face(py).map(Bound::unbind),
                     t.c.protocol(py),
                 )
             };
@@ -583,8 +510,8 @@ impl WritePipeTransport {
             t.wbuf.clear()
         };
         drop(dropped);
-        Self::set_side(slf, Side::Write, false)?;
-        Self::set_side(slf, Side::Read, false)?;
+        set_watching(slf, Side::Write, false)?;
+        set_watching(slf, Side::Read, false)?;
         let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
         schedule_lost(Self::target(slf), &loop_, exc)
     }
@@ -593,62 +520,10 @@ impl WritePipeTransport {
         let py = slf.py();
         let (protocol, pipe, wrapper) = {
             let mut t = slf.borrow_mut();
-            let w = t.c.wrapper(py);
+            let w = t.face(py);
             (t.c.protocol.take(), t.c.pipe.take(), w)
         };
         Common::connection_lost(py, protocol, pipe, wrapper, &exc)
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let p = {
-            let mut t = slf.borrow_mut();
-            if !t.marks.above_high(t.wbuf.len()) || t.protocol_paused {
-                return Ok(());
-            }
-            t.protocol_paused = true;
-            t.c.protocol(py)
-        };
-        Self::flow_call(slf, p, "pause_writing")
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let p = {
-            let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.marks.at_or_below_low(t.wbuf.len())) {
-                return Ok(());
-            }
-            t.protocol_paused = false;
-            t.c.protocol(py)
-        };
-        Self::flow_call(slf, p, "resume_writing")
-    }
-
-    fn flow_call(slf: &Bound<'_, Self>, protocol: Option<Py<PyAny>>, method: &str) -> PyResult<()> {
-        let py = slf.py();
-        let Some(p) = protocol else { return Ok(()) };
-        if let Err(e) = p.bind(py).call_method0(method) {
-            if stops_loop(py, &e) {
-                return Err(e);
-            }
-            let (loop_, wrapper) = {
-                let t = slf.borrow();
-                (
-                    t.c.loop_.bind(py).clone().into_any(),
-                    t.c.wrapper(py).map(Bound::unbind),
-                )
-            };
-            let exc = e.into_value(py).into_bound(py).into_any();
-            report(
-                &loop_,
-                &format!("protocol.{method}() failed"),
-                &exc,
-                wrapper.as_ref(),
-                Some(&p),
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -669,8 +544,6 @@ impl WritePipeTransport {
             protocol_paused: false,
             conn_lost: 0,
             watch_hangup,
-            reading: false,
-            writing: false,
         })
     }
 
@@ -680,7 +553,7 @@ impl WritePipeTransport {
             t.watch_hangup && t.c.pipe.is_some()
         };
         if watch {
-            Self::set_side(slf, Side::Read, true)?;
+            set_watching(slf, Side::Read, true)?;
         }
         Ok(())
     }
@@ -740,7 +613,7 @@ impl WritePipeTransport {
                     );
                 }
             }
-            Self::set_side(slf, Side::Write, true)?;
+            set_watching(slf, Side::Write, true)?;
         }
         {
             let mut t = slf.borrow_mut();
@@ -749,7 +622,7 @@ impl WritePipeTransport {
                 Err(_) => t.wbuf.push_copy(&bytes[sent..]),
             }
         }
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -763,7 +636,7 @@ impl WritePipeTransport {
             t.wbuf.is_empty()
         };
         if empty {
-            Self::set_side(slf, Side::Read, false)?;
+            set_watching(slf, Side::Read, false)?;
             let loop_ = slf.borrow().c.loop_.clone_ref(py);
             schedule_lost(Self::target(slf), &loop_, py.None().into_bound(py))?;
         }
@@ -805,7 +678,7 @@ impl WritePipeTransport {
     ) -> PyResult<()> {
         let marks = WaterMarks::from_args(high, low)?;
         slf.borrow_mut().marks = marks;
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {

@@ -14,15 +14,14 @@
 //! Borrow discipline as in the loop: the core is never borrowed while the
 //! protocol or any other Python code runs.
 
-use super::flow::WaterMarks;
+use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{log_debug, report};
+use super::{log_debug, report, set_watching, stops_loop, Core};
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::event_loop::source::{self, IoSource};
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
@@ -30,7 +29,6 @@ use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use std::cell::RefCell;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 /// asyncio's `max_size`: the most one read takes.
 const MAX_READ: usize = 256 * 1024;
@@ -70,37 +68,44 @@ pub struct StreamTransport {
     empty_waiter: Option<Py<PyAny>>,
 }
 
-struct Source(Py<StreamTransport>, Option<Py<PyAny>>);
+impl Core for StreamTransport {
+    const ASYNCIO_NAME: &'static str = "SocketTransport";
 
-impl IoSource for Source {
-    fn describe(&self, side: Side) -> String {
-        let what = match side {
-            Side::Read => "_read_ready",
-            Side::Write => "_write_ready",
-        };
-        format!("{}.{what}()", "SocketTransport")
+    fn loop_core(&self) -> &Py<LoopCore> {
+        &self.loop_
     }
 
-    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.0.bind(py).borrow().loop_.bind(py).clone().into_any()
+    fn fd(&self) -> RawFd {
+        self.fd
     }
 
-    fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let t = self.0.bind(py);
+    fn face_ref(&self) -> Option<&Py<PyAny>> {
+        self.wrapper.as_ref()
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn watching(&mut self, side: Side) -> &mut bool {
         match side {
-            Side::Read => StreamTransport::read_ready(t),
-            Side::Write => StreamTransport::write_ready(t),
+            Side::Read => &mut self.reading,
+            Side::Write => &mut self.writing,
         }
     }
 
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)?;
-        visit.call(&self.1)
+    fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
+        match side {
+            Side::Read => Self::read_ready(slf),
+            Side::Write => Self::write_ready(slf),
+        }
     }
 }
 
-fn is_fatal_to_loop(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+impl FlowControlled for StreamTransport {
+    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
+        (&self.marks, self.wbuf.len(), &mut self.protocol_paused)
+    }
 }
 
 /// The bytes of a bytes-like object, for the duration of `f`.
@@ -113,34 +118,6 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
 }
 
 impl StreamTransport {
-    fn loop_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.loop_.bind(py).clone().into_any()
-    }
-
-    fn debug(&self, py: Python<'_>) -> bool {
-        self.loop_
-            .bind(py)
-            .try_borrow()
-            .map(|l| l.debug_enabled())
-            .unwrap_or(false)
-    }
-
-    fn source(slf: &Bound<'_, Self>) -> Arc<dyn IoSource> {
-        let wrapper = slf.borrow().wrapper(slf.py()).map(Bound::unbind);
-        Arc::new(Source(slf.clone().unbind(), wrapper))
-    }
-
-    /// The Python transport object, while it lives.
-    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        let weak = self
-            .wrapper
-            .as_ref()?
-            .bind(py)
-            .cast::<PyWeakrefReference>()
-            .ok()?;
-        weak.upgrade()
-    }
-
     /// The Python transport's `_call_connection_lost`, or the core's if it
     /// is gone; the scheduled handle keeps the transport alive until then,
     /// as asyncio's bound method does.
@@ -148,39 +125,9 @@ impl StreamTransport {
         let py = slf.py();
         let target = slf
             .borrow()
-            .wrapper(py)
+            .face(py)
             .unwrap_or_else(|| slf.clone().into_any());
         target.getattr(pyo3::intern!(py, "_call_connection_lost"))
-    }
-
-    fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let (loop_, fd, was) = {
-            let mut t = slf.borrow_mut();
-            let was = t.reading;
-            t.reading = on;
-            (t.loop_.clone_ref(slf.py()), t.fd, was)
-        };
-        if on && !was {
-            source::watch(loop_.bind(slf.py()), fd, Side::Read, Self::source(slf))?;
-        } else if !on && was {
-            source::unwatch(loop_.bind(slf.py()), fd, Side::Read);
-        }
-        Ok(())
-    }
-
-    fn set_writing(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let (loop_, fd, was) = {
-            let mut t = slf.borrow_mut();
-            let was = t.writing;
-            t.writing = on;
-            (t.loop_.clone_ref(slf.py()), t.fd, was)
-        };
-        if on && !was {
-            source::watch(loop_.bind(slf.py()), fd, Side::Write, Self::source(slf))?;
-        } else if !on && was {
-            source::unwatch(loop_.bind(slf.py()), fd, Side::Write);
-        }
-        Ok(())
     }
 
     fn call_soon(
@@ -309,7 +256,7 @@ impl StreamTransport {
             }
         };
         if keep_open {
-            Self::set_reading(slf, false)
+            set_watching(slf, Side::Read, false)
         } else {
             Self::close(slf)
         }
@@ -317,7 +264,7 @@ impl StreamTransport {
 
     fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
         slf.borrow()
-            .wrapper(slf.py())
+            .face(slf.py())
             .map(Bound::unbind)
             .unwrap_or_else(|| slf.clone().into_any().unbind())
     }
@@ -326,7 +273,7 @@ impl StreamTransport {
     /// else goes to the exception handler; then the transport is closed.
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
         let py = slf.py();
-        if is_fatal_to_loop(py, &err) {
+        if stops_loop(py, &err) {
             return Err(err);
         }
         let exc = err.into_value(py).into_bound(py).into_any();
@@ -346,7 +293,7 @@ impl StreamTransport {
                 let t = slf.borrow();
                 (
                     t.loop_any(py),
-                    t.wrapper(py).map(Bound::unbind),
+                    t.face(py).map(Bound::unbind),
                     t.protocol.as_ref().map(|p| p.clone_ref(py)),
                 )
             };
@@ -370,9 +317,9 @@ impl StreamTransport {
             was
         };
         drop(dropped);
-        Self::set_writing(slf, false)?;
+        set_watching(slf, Side::Write, false)?;
         if !was_closing {
-            Self::set_reading(slf, false)?;
+            set_watching(slf, Side::Read, false)?;
         }
         let cb = Self::connection_lost_cb(slf)?;
         let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
@@ -389,67 +336,12 @@ impl StreamTransport {
             t.closing = true;
             t.wbuf.is_empty()
         };
-        Self::set_reading(slf, false)?;
+        set_watching(slf, Side::Read, false)?;
         if empty {
             slf.borrow_mut().conn_lost += 1;
-            Self::set_writing(slf, false)?;
+            set_watching(slf, Side::Write, false)?;
             let cb = Self::connection_lost_cb(slf)?;
             Self::call_soon(slf, cb, py.None().into_bound(py))?;
-        }
-        Ok(())
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
-            let mut t = slf.borrow_mut();
-            if !t.marks.above_high(t.wbuf.len()) || t.protocol_paused {
-                return Ok(());
-            }
-            t.protocol_paused = true;
-            t.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        if let Some(p) = protocol {
-            Self::flow_call(slf, p.bind(py), "pause_writing")?;
-        }
-        Ok(())
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
-            let mut t = slf.borrow_mut();
-            if !(t.protocol_paused && t.marks.at_or_below_low(t.wbuf.len())) {
-                return Ok(());
-            }
-            t.protocol_paused = false;
-            t.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        if let Some(p) = protocol {
-            Self::flow_call(slf, p.bind(py), "resume_writing")?;
-        }
-        Ok(())
-    }
-
-    fn flow_call(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
-        let py = slf.py();
-        if let Err(e) = protocol.call_method0(method) {
-            if is_fatal_to_loop(py, &e) {
-                return Err(e);
-            }
-            let (loop_, wrapper) = {
-                let t = slf.borrow();
-                (t.loop_any(py), t.wrapper(py).map(Bound::unbind))
-            };
-            let exc = e.into_value(py).into_bound(py).into_any();
-            let p = protocol.clone().unbind();
-            report(
-                &loop_,
-                &format!("protocol.{method}() failed"),
-                &exc,
-                wrapper.as_ref(),
-                Some(&p),
-            )?;
         }
         Ok(())
     }
@@ -477,7 +369,7 @@ impl StreamTransport {
             Ok(_) => {}
             Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
             Err(e) => {
-                Self::set_writing(slf, false)?;
+                set_watching(slf, Side::Write, false)?;
                 let dropped = slf.borrow_mut().wbuf.clear();
                 drop(dropped);
                 let err = errors::os_error(e.into());
@@ -491,7 +383,7 @@ impl StreamTransport {
                 return Ok(());
             }
         }
-        Self::maybe_resume_protocol(slf)?;
+        maybe_resume_protocol(slf)?;
         let (empty, closing, eof, waiter, fd) = {
             let t = slf.borrow();
             (
@@ -503,7 +395,7 @@ impl StreamTransport {
             )
         };
         if empty {
-            Self::set_writing(slf, false)?;
+            set_watching(slf, Side::Write, false)?;
             if let Some(w) = waiter {
                 w.bind(py)
                     .call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
@@ -660,7 +552,7 @@ impl StreamTransport {
             (
                 t.loop_any(py),
                 t.protocol.as_ref().map(|p| p.clone_ref(py)),
-                t.wrapper(py),
+                t.face(py),
             )
         };
         let call_soon = pyo3::intern!(py, "call_soon");
@@ -692,7 +584,7 @@ impl StreamTransport {
             !t.closing && !t.paused
         };
         if ok {
-            Self::set_reading(slf, true)?;
+            set_watching(slf, Side::Read, true)?;
         }
         Ok(())
     }
@@ -737,7 +629,7 @@ impl StreamTransport {
                     )
                 }
             }
-            Self::set_writing(slf, true)?;
+            set_watching(slf, Side::Write, true)?;
         }
         {
             let mut t = slf.borrow_mut();
@@ -749,7 +641,7 @@ impl StreamTransport {
                 }
             }
         }
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -785,9 +677,9 @@ impl StreamTransport {
         }
         Self::write_ready(slf)?;
         if !slf.borrow().wbuf.is_empty() {
-            Self::set_writing(slf, true)?;
+            set_watching(slf, Side::Write, true)?;
         }
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -850,7 +742,7 @@ impl StreamTransport {
             }
             t.paused = true;
         }
-        Self::set_reading(slf, false)?;
+        set_watching(slf, Side::Read, false)?;
         if slf.borrow().debug(py) {
             log_debug(py, ("%r pauses reading", Self::wrapper_or_self(slf)))?;
         }
@@ -866,7 +758,7 @@ impl StreamTransport {
             }
             t.paused = false;
         }
-        Self::set_reading(slf, true)?;
+        set_watching(slf, Side::Read, true)?;
         if slf.borrow().debug(py) {
             log_debug(py, ("%r resumes reading", Self::wrapper_or_self(slf)))?;
         }
@@ -881,7 +773,7 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let marks = WaterMarks::from_args(high, low)?;
         slf.borrow_mut().marks = marks;
-        Self::maybe_pause_protocol(slf)
+        maybe_pause_protocol(slf)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
