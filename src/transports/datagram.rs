@@ -12,7 +12,7 @@
 //! once a closing transport's queue drains.
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
-use super::{log_debug, report, set_watching, stops_loop, Core};
+use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -30,7 +30,6 @@ use std::os::fd::RawFd;
 
 /// asyncio's `max_size` for datagrams.
 const MAX_DATAGRAM: usize = 256 * 1024;
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 thread_local! {
     static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_DATAGRAM));
@@ -95,6 +94,14 @@ impl Core for DatagramTransport {
             Side::Read => Self::read_ready(slf),
             Side::Write => Self::write_ready(slf),
         }
+    }
+}
+
+impl LostWrites for DatagramTransport {
+    const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
+
+    fn lost_writes(&mut self) -> Option<&mut u32> {
+        (self.conn_lost > 0).then_some(&mut self.conn_lost)
     }
 }
 
@@ -550,27 +557,8 @@ impl DatagramTransport {
                 }
             }
             addr = Some(fixed.clone());
-            let warn = {
-                let mut t = slf.borrow_mut();
-                if t.conn_lost > 0 {
-                    let w = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-                    t.conn_lost += 1;
-                    Some(w)
-                } else {
-                    None
-                }
-            };
-            match warn {
-                Some(true) => {
-                    let a = crate::py::asyncio(py)?;
-                    a.logger.bind(py).call_method1(
-                        pyo3::intern!(py, "warning"),
-                        ("socket.send() raised exception.",),
-                    )?;
-                    return Ok(());
-                }
-                Some(false) => return Ok(()),
-                None => {}
+            if drop_lost_write(slf)? {
+                return Ok(());
             }
         }
         if slf.borrow().queue.is_empty() {

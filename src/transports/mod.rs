@@ -157,3 +157,39 @@ pub fn log_debug<'py>(py: Python<'py>, args: impl pyo3::call::PyCallArgs<'py>) -
         .call_method1(pyo3::intern!(py, "debug"), args)
         .map(drop)
 }
+
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+/// A transport that drops writes once its connection is lost, as asyncio's
+/// do: silently at first, then with a warning for each.
+pub trait LostWrites: Core {
+    /// What asyncio logs for a dropped write.
+    const LOST_WRITE_WARNING: &'static str;
+
+    /// The count of dropped writes (asyncio's `_conn_lost`), if a write now
+    /// must be dropped.
+    fn lost_writes(&mut self) -> Option<&mut u32>;
+}
+
+/// True if this write is to be dropped (and it was counted and, from the
+/// fifth on, logged).
+pub fn drop_lost_write<T: LostWrites>(slf: &Bound<'_, T>) -> PyResult<bool> {
+    let py = slf.py();
+    let warn = {
+        let mut t = slf.borrow_mut();
+        let Some(count) = t.lost_writes() else {
+            return Ok(false);
+        };
+        let warn = *count >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+        *count += 1;
+        warn
+    };
+    if warn {
+        let a = py::asyncio(py)?;
+        a.logger
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "warning"), (T::LOST_WRITE_WARNING,))?;
+    }
+    Ok(true)
+}

@@ -11,7 +11,7 @@
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{log_debug, report, set_watching, stops_loop, Core};
+use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -25,7 +25,6 @@ use std::cell::RefCell;
 use std::os::fd::RawFd;
 
 const MAX_READ: usize = 256 * 1024;
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 const EIO: i32 = 5;
 
 thread_local! {
@@ -395,6 +394,15 @@ pipe_core!(
     WritePipeTransport::write_ready
 );
 
+impl LostWrites for WritePipeTransport {
+    const LOST_WRITE_WARNING: &'static str =
+        "pipe closed by peer or os.write(pipe, data) raised exception.";
+
+    fn lost_writes(&mut self) -> Option<&mut u32> {
+        (self.conn_lost > 0 || self.c.closing).then_some(&mut self.conn_lost)
+    }
+}
+
 impl FlowControlled for WritePipeTransport {
     fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
         (&self.marks, self.wbuf.len(), &mut self.protocol_paused)
@@ -564,27 +572,8 @@ impl WritePipeTransport {
         if len == 0 {
             return Ok(());
         }
-        let warn = {
-            let mut t = slf.borrow_mut();
-            if t.conn_lost > 0 || t.c.closing {
-                let w = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-                t.conn_lost += 1;
-                Some(w)
-            } else {
-                None
-            }
-        };
-        match warn {
-            Some(true) => {
-                let a = crate::py::asyncio(py)?;
-                a.logger.bind(py).call_method1(
-                    pyo3::intern!(py, "warning"),
-                    ("pipe closed by peer or os.write(pipe, data) raised exception.",),
-                )?;
-                return Ok(());
-            }
-            Some(false) => return Ok(()),
-            None => {}
+        if drop_lost_write(slf)? {
+            return Ok(());
         }
         let (fd, queued) = {
             let t = slf.borrow();

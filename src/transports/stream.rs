@@ -16,7 +16,7 @@
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{log_debug, report, set_watching, stops_loop, Core};
+use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -32,8 +32,6 @@ use std::os::fd::RawFd;
 
 /// asyncio's `max_size`: the most one read takes.
 const MAX_READ: usize = 256 * 1024;
-/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 thread_local! {
     static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
@@ -99,6 +97,14 @@ impl Core for StreamTransport {
             Side::Read => Self::read_ready(slf),
             Side::Write => Self::write_ready(slf),
         }
+    }
+}
+
+impl LostWrites for StreamTransport {
+    const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
+
+    fn lost_writes(&mut self) -> Option<&mut u32> {
+        (self.conn_lost > 0).then_some(&mut self.conn_lost)
     }
 }
 
@@ -479,29 +485,6 @@ impl StreamTransport {
         }
         Ok(())
     }
-
-    /// After the connection is lost, writes are dropped; asyncio warns once
-    /// a few have been.
-    fn note_lost_write(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let py = slf.py();
-        let warn = {
-            let mut t = slf.borrow_mut();
-            if t.conn_lost == 0 {
-                return Ok(false);
-            }
-            let warn = t.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-            t.conn_lost += 1;
-            warn
-        };
-        if warn {
-            let a = crate::py::asyncio(py)?;
-            a.logger.bind(py).call_method1(
-                pyo3::intern!(py, "warning"),
-                ("socket.send() raised exception.",),
-            )?;
-        }
-        Ok(true)
-    }
 }
 
 #[pymethods]
@@ -605,7 +588,7 @@ impl StreamTransport {
         if len == 0 {
             return Ok(());
         }
-        if Self::note_lost_write(slf)? {
+        if drop_lost_write(slf)? {
             return Ok(());
         }
         let (fd, queued) = {
@@ -650,7 +633,7 @@ impl StreamTransport {
         if items.is_empty() {
             return Ok(());
         }
-        if Self::note_lost_write(slf)? {
+        if drop_lost_write(slf)? {
             return Ok(());
         }
         // Every item is converted before any is queued: a bad one writes
