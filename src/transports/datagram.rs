@@ -63,39 +63,7 @@ pub struct DatagramTransport {
     writing: bool,
 }
 
-impl Core for DatagramTransport {
-    const ASYNCIO_NAME: &'static str = "DatagramTransport";
-
-    fn loop_core(&self) -> &Py<LoopCore> {
-        &self.loop_
-    }
-
-    fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    fn face_ref(&self) -> Option<&Py<PyAny>> {
-        self.wrapper.as_ref()
-    }
-
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|p| p.clone_ref(py))
-    }
-
-    fn watching(&mut self, side: Side) -> &mut bool {
-        match side {
-            Side::Read => &mut self.reading,
-            Side::Write => &mut self.writing,
-        }
-    }
-
-    fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
-        match side {
-            Side::Read => Self::read_ready(slf),
-            Side::Write => Self::write_ready(slf),
-        }
-    }
-}
+impl_core!(DatagramTransport, "DatagramTransport", self, read: DatagramTransport::read_ready, write: DatagramTransport::write_ready);
 
 impl LostWrites for DatagramTransport {
     const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";

@@ -7,6 +7,46 @@
 //! `isinstance(t, asyncio.Transport)`. The protocol only ever sees the
 //! Python object; the core calls the protocol directly.
 
+/// `impl Core` for a transport core whose loop, fd, weak face, protocol and
+/// `reading`/`writing` flags are fields of `self` (or of `self.<part>`).
+macro_rules! impl_core {
+    ($ty:ty, $name:literal, self $(. $part:ident)?, read: $read:path, write: $write:path) => {
+        impl $crate::transports::Core for $ty {
+            const ASYNCIO_NAME: &'static str = $name;
+
+            fn loop_core(&self) -> &Py<$crate::event_loop::LoopCore> {
+                &self$(.$part)?.loop_
+            }
+
+            fn fd(&self) -> std::os::fd::RawFd {
+                self$(.$part)?.fd
+            }
+
+            fn face_ref(&self) -> Option<&Py<PyAny>> {
+                self$(.$part)?.wrapper.as_ref()
+            }
+
+            fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self$(.$part)?.protocol.as_ref().map(|p| p.clone_ref(py))
+            }
+
+            fn watching(&mut self, side: $crate::event_loop::fds::Side) -> &mut bool {
+                match side {
+                    $crate::event_loop::fds::Side::Read => &mut self$(.$part)?.reading,
+                    $crate::event_loop::fds::Side::Write => &mut self$(.$part)?.writing,
+                }
+            }
+
+            fn on_ready(slf: &Bound<'_, Self>, side: $crate::event_loop::fds::Side) -> PyResult<()> {
+                match side {
+                    $crate::event_loop::fds::Side::Read => $read(slf),
+                    $crate::event_loop::fds::Side::Write => $write(slf),
+                }
+            }
+        }
+    };
+}
+
 pub mod datagram;
 pub mod flow;
 pub mod pipes;

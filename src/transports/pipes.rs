@@ -117,45 +117,6 @@ fn schedule_lost(
     Ok(())
 }
 
-/// Both pipe transports are cores through their `Common` part.
-macro_rules! pipe_core {
-    ($ty:ty, $name:literal, $read:path, $write:path) => {
-        impl Core for $ty {
-            const ASYNCIO_NAME: &'static str = $name;
-
-            fn loop_core(&self) -> &Py<LoopCore> {
-                &self.c.loop_
-            }
-
-            fn fd(&self) -> RawFd {
-                self.c.fd
-            }
-
-            fn face_ref(&self) -> Option<&Py<PyAny>> {
-                self.c.wrapper.as_ref()
-            }
-
-            fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.c.protocol(py)
-            }
-
-            fn watching(&mut self, side: Side) -> &mut bool {
-                match side {
-                    Side::Read => &mut self.c.reading,
-                    Side::Write => &mut self.c.writing,
-                }
-            }
-
-            fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
-                match side {
-                    Side::Read => $read(slf),
-                    Side::Write => $write(slf),
-                }
-            }
-        }
-    };
-}
-
 // ---------------------------------------------------------------- reading
 
 #[pyclass(module = "ferroloop._ferroloop")]
@@ -165,11 +126,12 @@ pub struct ReadPipeTransport {
 }
 
 // A read pipe only ever watches its Read side.
-pipe_core!(
+impl_core!(
     ReadPipeTransport,
     "ReadPipeTransport",
-    ReadPipeTransport::read_ready,
-    ReadPipeTransport::read_ready
+    self.c,
+    read: ReadPipeTransport::read_ready,
+    write: ReadPipeTransport::read_ready
 );
 
 impl ReadPipeTransport {
@@ -387,11 +349,12 @@ pub struct WritePipeTransport {
 }
 
 // The Read side of a write pipe reports the reader going away.
-pipe_core!(
+impl_core!(
     WritePipeTransport,
     "WritePipeTransport",
-    WritePipeTransport::hangup,
-    WritePipeTransport::write_ready
+    self.c,
+    read: WritePipeTransport::hangup,
+    write: WritePipeTransport::write_ready
 );
 
 impl LostWrites for WritePipeTransport {

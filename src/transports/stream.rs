@@ -66,39 +66,7 @@ pub struct StreamTransport {
     empty_waiter: Option<Py<PyAny>>,
 }
 
-impl Core for StreamTransport {
-    const ASYNCIO_NAME: &'static str = "SocketTransport";
-
-    fn loop_core(&self) -> &Py<LoopCore> {
-        &self.loop_
-    }
-
-    fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    fn face_ref(&self) -> Option<&Py<PyAny>> {
-        self.wrapper.as_ref()
-    }
-
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|p| p.clone_ref(py))
-    }
-
-    fn watching(&mut self, side: Side) -> &mut bool {
-        match side {
-            Side::Read => &mut self.reading,
-            Side::Write => &mut self.writing,
-        }
-    }
-
-    fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()> {
-        match side {
-            Side::Read => Self::read_ready(slf),
-            Side::Write => Self::write_ready(slf),
-        }
-    }
-}
+impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready);
 
 impl LostWrites for StreamTransport {
     const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
