@@ -12,7 +12,7 @@
 //! once a closing transport's queue drains.
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
-use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
+use super::{drop_lost_write, report_fatal, set_watching, stops_loop, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -289,41 +289,8 @@ impl DatagramTransport {
     }
 
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if stops_loop(py, &err) {
-            return Err(err);
-        }
-        let exc = err.into_value(py).into_bound(py).into_any();
-        if exc.is_instance_of::<PyOSError>() {
-            if slf
-                .borrow()
-                .loop_
-                .bind(py)
-                .try_borrow()
-                .map(|l| l.debug_enabled())
-                .unwrap_or(false)
-            {
-                log_debug(py, ("%r: %s", Self::wrapper_or_self(slf), message))?;
-            }
-        } else {
-            let (loop_, wrapper, protocol) = {
-                let t = slf.borrow();
-                (
-                    t.loop_any(py),
-                    t.face(py).map(Bound::unbind),
-                    t.protocol(py),
-                )
-            };
-            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
-        }
+        let exc = report_fatal(slf, err, message, |e| e.is_instance_of::<PyOSError>())?;
         Self::force_close(slf, Some(exc))
-    }
-
-    fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
-        slf.borrow()
-            .face(slf.py())
-            .map(Bound::unbind)
-            .unwrap_or_else(|| slf.clone().into_any().unbind())
     }
 
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {

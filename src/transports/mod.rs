@@ -233,3 +233,51 @@ pub fn drop_lost_write<T: LostWrites>(slf: &Bound<'_, T>) -> PyResult<bool> {
     }
     Ok(true)
 }
+
+/// The Python transport if it still lives, else the core: what asyncio
+/// would pass as `self` to a log line or a callback.
+pub fn face_or_core<'py, T: Core>(slf: &Bound<'py, T>) -> Bound<'py, PyAny> {
+    slf.borrow()
+        .face(slf.py())
+        .unwrap_or_else(|| slf.clone().into_any())
+}
+
+/// asyncio's `_fatal_error` up to the closing, which each transport does
+/// its own way: an error `expected` says is routine (a peer's reset) is
+/// only logged, in debug mode, with its traceback; anything else goes to
+/// the exception handler. Returns the exception for the closing; an error
+/// that must stop the loop comes back as `Err`.
+pub fn report_fatal<'py, T: Core>(
+    slf: &Bound<'py, T>,
+    err: PyErr,
+    message: &str,
+    expected: impl FnOnce(&Bound<'py, PyAny>) -> bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    if stops_loop(py, &err) {
+        return Err(err);
+    }
+    let exc = err.into_value(py).into_bound(py).into_any();
+    if expected(&exc) {
+        if slf.borrow().debug(py) {
+            let kw = PyDict::new(py);
+            kw.set_item("exc_info", &exc)?;
+            py::asyncio(py)?.logger.bind(py).call_method(
+                pyo3::intern!(py, "debug"),
+                ("%r: %s", face_or_core(slf), message),
+                Some(&kw),
+            )?;
+        }
+    } else {
+        let (loop_, face, protocol) = {
+            let t = slf.borrow();
+            (
+                t.loop_any(py),
+                t.face(py).map(Bound::unbind),
+                t.protocol(py),
+            )
+        };
+        report(&loop_, message, &exc, face.as_ref(), protocol.as_ref())?;
+    }
+    Ok(exc)
+}

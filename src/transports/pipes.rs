@@ -11,7 +11,9 @@
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
+use super::{
+    drop_lost_write, face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites,
+};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -135,12 +137,6 @@ impl_core!(
 );
 
 impl ReadPipeTransport {
-    fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
-        slf.borrow()
-            .face(slf.py())
-            .unwrap_or_else(|| slf.clone().into_any())
-    }
-
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let fd = slf.borrow().c.fd;
@@ -170,7 +166,7 @@ impl ReadPipeTransport {
                     let a = crate::py::asyncio(py)?;
                     a.logger.bind(py).call_method1(
                         pyo3::intern!(py, "info"),
-                        ("%r was closed by peer", Self::target(slf)),
+                        ("%r was closed by peer", face_or_core(slf)),
                     )?;
                 }
                 slf.borrow_mut().c.closing = true;
@@ -185,34 +181,17 @@ impl ReadPipeTransport {
                         .bind(py)
                         .call_method1(pyo3::intern!(py, "call_soon"), (eof,))?;
                 }
-                schedule_lost(Self::target(slf), &loop_, py.None().into_bound(py))
+                schedule_lost(face_or_core(slf), &loop_, py.None().into_bound(py))
             }
         }
     }
 
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if stops_loop(py, &err) {
-            return Err(err);
-        }
-        let exc = err.into_value(py).into_bound(py).into_any();
-        let is_eio = exc.is_instance_of::<PyOSError>()
-            && exc.getattr("errno")?.extract::<i32>().ok() == Some(EIO);
-        if is_eio {
-            if slf.borrow().debug(py) {
-                log_debug(py, ("%r: %s", Self::target(slf), message))?;
-            }
-        } else {
-            let (loop_, wrapper, protocol) = {
-                let t = slf.borrow();
-                (
-                    t.c.loop_.bind(py).clone().into_any(),
-                    t.face(py).map(Bound::unbind),
-                    t.c.protocol(py),
-                )
-            };
-            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
-        }
+        // EIO is how a PTY's master reads the slave closing: routine.
+        let exc = report_fatal(slf, err, message, |e| {
+            e.is_instance_of::<PyOSError>()
+                && e.getattr("errno").and_then(|n| n.extract::<i32>()).ok() == Some(EIO)
+        })?;
         Self::close_with(slf, exc)
     }
 
@@ -220,7 +199,7 @@ impl ReadPipeTransport {
         slf.borrow_mut().c.closing = true;
         set_watching(slf, Side::Read, false)?;
         let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
-        schedule_lost(Self::target(slf), &loop_, exc)
+        schedule_lost(face_or_core(slf), &loop_, exc)
     }
 }
 
@@ -265,7 +244,7 @@ impl ReadPipeTransport {
         }
         set_watching(slf, Side::Read, false)?;
         if slf.borrow().debug(py) {
-            log_debug(py, ("%r pauses reading", Self::target(slf)))?;
+            log_debug(py, ("%r pauses reading", face_or_core(slf)))?;
         }
         Ok(())
     }
@@ -281,7 +260,7 @@ impl ReadPipeTransport {
         }
         set_watching(slf, Side::Read, true)?;
         if slf.borrow().debug(py) {
-            log_debug(py, ("%r resumes reading", Self::target(slf)))?;
+            log_debug(py, ("%r resumes reading", face_or_core(slf)))?;
         }
         Ok(())
     }
@@ -373,12 +352,6 @@ impl FlowControlled for WritePipeTransport {
 }
 
 impl WritePipeTransport {
-    fn target<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
-        slf.borrow()
-            .face(slf.py())
-            .unwrap_or_else(|| slf.clone().into_any())
-    }
-
     /// The read end went away.
     fn hangup(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -386,7 +359,7 @@ impl WritePipeTransport {
             let a = crate::py::asyncio(py)?;
             a.logger.bind(py).call_method1(
                 pyo3::intern!(py, "info"),
-                ("%r was closed by peer", Self::target(slf)),
+                ("%r was closed by peer", face_or_core(slf)),
             )?;
         }
         let exc = if slf.borrow().wbuf.is_empty() {
@@ -450,26 +423,7 @@ impl WritePipeTransport {
     }
 
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if stops_loop(py, &err) {
-            return Err(err);
-        }
-        let exc = err.into_value(py).into_bound(py).into_any();
-        if exc.is_instance_of::<PyOSError>() {
-            if slf.borrow().debug(py) {
-                log_debug(py, ("%r: %s", Self::target(slf), message))?;
-            }
-        } else {
-            let (loop_, wrapper, protocol) = {
-                let t = slf.borrow();
-                (
-                    t.c.loop_.bind(py).clone().into_any(),
-                    t.face(py).map(Bound::unbind),
-                    t.c.protocol(py),
-                )
-            };
-            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
-        }
+        let exc = report_fatal(slf, err, message, |e| e.is_instance_of::<PyOSError>())?;
         Self::close_with(slf, exc)
     }
 
@@ -484,7 +438,7 @@ impl WritePipeTransport {
         set_watching(slf, Side::Write, false)?;
         set_watching(slf, Side::Read, false)?;
         let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
-        schedule_lost(Self::target(slf), &loop_, exc)
+        schedule_lost(face_or_core(slf), &loop_, exc)
     }
 
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -590,7 +544,7 @@ impl WritePipeTransport {
         if empty {
             set_watching(slf, Side::Read, false)?;
             let loop_ = slf.borrow().c.loop_.clone_ref(py);
-            schedule_lost(Self::target(slf), &loop_, py.None().into_bound(py))?;
+            schedule_lost(face_or_core(slf), &loop_, py.None().into_bound(py))?;
         }
         Ok(())
     }

@@ -16,12 +16,14 @@
 
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{drop_lost_write, log_debug, report, set_watching, stops_loop, Core, LostWrites};
+use super::{
+    drop_lost_write, face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites,
+};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
@@ -221,7 +223,7 @@ impl StreamTransport {
     fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         if slf.borrow().debug(py) {
-            log_debug(py, ("%r received EOF", Self::wrapper_or_self(slf)))?;
+            log_debug(py, ("%r received EOF", face_or_core(slf).unbind()))?;
         }
         let keep_open = match protocol.call_method0(pyo3::intern!(py, "eof_received")) {
             Ok(v) => v.is_truthy()?,
@@ -236,43 +238,10 @@ impl StreamTransport {
         }
     }
 
-    fn wrapper_or_self(slf: &Bound<'_, Self>) -> Py<PyAny> {
-        slf.borrow()
-            .face(slf.py())
-            .map(Bound::unbind)
-            .unwrap_or_else(|| slf.clone().into_any().unbind())
-    }
-
     /// `_fatal_error`: OS errors are only logged in debug mode, anything
     /// else goes to the exception handler; then the transport is closed.
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if stops_loop(py, &err) {
-            return Err(err);
-        }
-        let exc = err.into_value(py).into_bound(py).into_any();
-        if exc.is_instance_of::<pyo3::exceptions::PyOSError>() {
-            if slf.borrow().debug(py) {
-                let kw = pyo3::types::PyDict::new(py);
-                kw.set_item("exc_info", &exc)?;
-                let a = crate::py::asyncio(py)?;
-                a.logger.bind(py).call_method(
-                    pyo3::intern!(py, "debug"),
-                    ("%r: %s", Self::wrapper_or_self(slf), message),
-                    Some(&kw),
-                )?;
-            }
-        } else {
-            let (loop_, wrapper, protocol) = {
-                let t = slf.borrow();
-                (
-                    t.loop_any(py),
-                    t.face(py).map(Bound::unbind),
-                    t.protocol.as_ref().map(|p| p.clone_ref(py)),
-                )
-            };
-            report(&loop_, message, &exc, wrapper.as_ref(), protocol.as_ref())?;
-        }
+        let exc = report_fatal(slf, err, message, |e| e.is_instance_of::<PyOSError>())?;
         Self::force_close(slf, Some(exc))
     }
 
@@ -695,7 +664,7 @@ impl StreamTransport {
         }
         set_watching(slf, Side::Read, false)?;
         if slf.borrow().debug(py) {
-            log_debug(py, ("%r pauses reading", Self::wrapper_or_self(slf)))?;
+            log_debug(py, ("%r pauses reading", face_or_core(slf).unbind()))?;
         }
         Ok(())
     }
@@ -711,7 +680,7 @@ impl StreamTransport {
         }
         set_watching(slf, Side::Read, true)?;
         if slf.borrow().debug(py) {
-            log_debug(py, ("%r resumes reading", Self::wrapper_or_self(slf)))?;
+            log_debug(py, ("%r resumes reading", face_or_core(slf).unbind()))?;
         }
         Ok(())
     }
