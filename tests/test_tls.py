@@ -1,0 +1,683 @@
+"""TLS on both loops, asyncio's behaviour as the reference.
+
+Covers create_server/create_connection with an SSLContext (a Protocol, a
+BufferedProtocol, streams, Unix sockets, connect_accepted_socket),
+loop.start_tls and StreamWriter.start_tls, asyncio's argument checks
+(server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout) and their
+messages, the TLS transport (extra info, write_eof, close with close_notify,
+abort, flow control, pause/resume reading), TLS 1.2 and 1.3, ALPN, SNI,
+mutual TLS, session resumption, and failures: an untrusted CA, a hostname
+mismatch, a handshake timeout on either side, a peer speaking garbage, a peer
+vanishing without close_notify. Last, 300 TLS connections in a row leave no
+descriptor and no transport alive.
+
+Certificates are made once per session with trustme; everything is loopback.
+No descriptor may outlive a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import weakref
+from types import SimpleNamespace
+
+import pytest
+from _net import Recorder, close_all, listening_socket, no_fd_leak, short_tmp  # noqa: F401
+from conftest import run
+
+trustme = pytest.importorskip("trustme")
+
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
+TIMEOUT = 10
+MIB = 1024 * 1024
+V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+VERSIONS = pytest.mark.parametrize("version", [V12, V13], ids=["tls1.2", "tls1.3"])
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    ca = trustme.CA()
+    ca_pem = tmp_path_factory.mktemp("pki") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    return SimpleNamespace(
+        ca=ca,
+        ca_pem=str(ca_pem),
+        other_ca=trustme.CA(),  # trusted by nobody
+        server=ca.issue_cert("localhost", "127.0.0.1"),
+        elsewhere=ca.issue_cert("elsewhere.example"),  # valid, but for another name
+        client=ca.issue_cert("client@example.org", common_name="ferroloop-client"),
+    )
+
+
+def server_ctx(pki, cert=None, version=None, client_auth=False):
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    (cert or pki.server).configure_cert(ctx)
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    if client_auth:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        pki.ca.configure_trust(ctx)
+    return ctx
+
+
+def client_ctx(pki, ca=None, version=None, cert=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts only `ca`; checks the hostname
+    (ca or pki.ca).configure_trust(ctx)
+    if cert is not None:
+        cert.configure_cert(ctx)
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def wait_until(pred, timeout=TIMEOUT):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+async def serve(loop, sctx, protocol=None, **kw):
+    """A TLS server on 127.0.0.1: (server, port, the protocols it made)."""
+    made = []
+
+    def factory():
+        made.append((protocol or Recorder)())
+        return made[-1]
+
+    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=sctx, **kw)
+    return server, server.sockets[0].getsockname()[1], made
+
+
+def connect(loop, port, cctx, protocol=None, **kw):
+    kw.setdefault("server_hostname", "localhost")
+    return loop.create_connection(protocol or Recorder, "127.0.0.1", port, ssl=cctx, **kw)
+
+
+async def tls_pair(loop, pki, sctx=None, cctx=None, server_protocol=None, client_protocol=None):
+    """(server transport, server protocol, client transport, client
+    protocol, server) of a TLS connection, both handshakes done."""
+    server, port, made = await serve(loop, sctx or server_ctx(pki), server_protocol)
+    ct, cp = await connect(loop, port, cctx or client_ctx(pki), client_protocol)
+    await wait_until(lambda: made and getattr(made[0], "transport", None) is not None)
+    return made[0].transport, made[0], ct, cp, server
+
+
+def outcome(loop, coro_fn):
+    """('ok', result) or (exception type, message) of `coro_fn(loop)`."""
+    try:
+        return ("ok", loop.run_until_complete(coro_fn(loop)))
+    except Exception as exc:
+        return (type(exc), str(exc))
+
+
+def on_fresh_asyncio(coro_fn):
+    """The outcome of `coro_fn` on a new asyncio loop: the reference."""
+    ref = asyncio.SelectorEventLoop()
+    try:
+        return outcome(ref, coro_fn)
+    finally:
+        ref.close()
+
+
+# --- data through TLS ---------------------------------------------------------------------------
+
+
+class Sink(asyncio.BufferedProtocol):
+    """Collects what it is given through a small buffer of its own."""
+
+    def __init__(self):
+        self.buf, self.data = bytearray(5000), bytearray()
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buf)
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buf[:nbytes]
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("size, app", [(1, Recorder), (64 * 1024, Recorder), (MIB, Recorder), (MIB, Sink)])
+def test_echo_both_ways(loop, pki, size, app):
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Echo, client_protocol=app)
+        payload = os.urandom(size)
+        ct.write(payload)
+        await wait_until(lambda: len(cp.data) >= size)
+        assert hashlib.sha256(cp.data).digest() == hashlib.sha256(payload).digest()
+        await close_all(ct, server)
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("mode", ["tls", "starttls", "abort"])
+def test_streams(loop, pki, mode):
+    """start_server/open_connection with ssl=, or StreamWriter.start_tls on a
+    plain connection; the server ends with close_notify, or aborts."""
+
+    async def main():
+        handlers = []
+
+        async def handle(reader, writer):
+            handlers.append(asyncio.current_task())
+            if mode == "starttls":
+                assert await reader.readline() == b"STARTTLS\n"
+                writer.write(b"GO\n")
+                await writer.drain()
+                await writer.start_tls(server_ctx(pki))
+            writer.write((await reader.readline()).upper() + b"y" * 300_000)
+            await writer.drain()
+            if mode == "abort":  # no close_notify: still a plain EOF for the reader
+                writer.transport.abort()
+            else:
+                writer.close()
+                await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=None if mode == "starttls" else server_ctx(pki))
+        port = server.sockets[0].getsockname()[1]
+        if mode == "starttls":
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert writer.get_extra_info("ssl_object") is None
+            writer.write(b"STARTTLS\n")
+            assert await reader.readline() == b"GO\n"
+            await writer.start_tls(client_ctx(pki), server_hostname="localhost")
+        else:
+            tls = dict(ssl=client_ctx(pki), server_hostname="localhost")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, **tls)
+        assert writer.get_extra_info("ssl_object").server_hostname == "localhost"
+        assert writer.can_write_eof() is False
+        writer.write(b"hello tls\n")
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"HELLO TLS\n"
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b"y" * 300_000
+        assert reader.at_eof()
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.gather(*handlers)
+        await close_all(server)
+
+    run(loop, main())
+
+
+def test_unix_socket_with_tls(loop, pki, short_tmp):
+    async def main():
+        path = os.path.join(short_tmp, "tls.sock")
+        server = await loop.create_unix_server(Echo, path, ssl=server_ctx(pki))
+        ct, cp = await loop.create_unix_connection(Recorder, path, ssl=client_ctx(pki), server_hostname="localhost")
+        assert ct.get_extra_info("peername") == path
+        assert ct.get_extra_info("ssl_object").server_hostname == "localhost"
+        ct.write(b"over a unix socket")
+        assert await cp.wait_for_bytes(18) == b"over a unix socket"
+        await close_all(ct, server)
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+
+    run(loop, main())
+
+
+def test_connect_accepted_socket_with_tls(loop, pki):
+    async def main():
+        with listening_socket() as lsock:
+            csock = socket.create_connection(lsock.getsockname())
+            ssock, _ = lsock.accept()
+            (st, sp), (ct, cp) = await asyncio.gather(
+                loop.connect_accepted_socket(Recorder, ssock, ssl=server_ctx(pki)),
+                loop.create_connection(Recorder, sock=csock, ssl=client_ctx(pki), server_hostname="localhost"),
+            )
+        assert st.get_extra_info("ssl_object").server_side is True
+        ct.write(b"up")
+        assert await sp.wait_for_bytes(2) == b"up"
+        st.write(b"down")
+        assert await cp.wait_for_bytes(4) == b"down"
+        ct.close()
+        assert await asyncio.wait_for(sp.lost, TIMEOUT) is None
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+
+    run(loop, main())
+
+
+# --- asyncio's argument checks ------------------------------------------------------------------
+
+CTX, SCTX = object(), object()  # stand for a client / server SSLContext
+NO_SSL = "%s is only meaningful with ssl"
+POSITIVE = "%s should be a positive number, got %s"
+ARG_CASES = [  # (id, call, keyword arguments, what asyncio raises)
+    ("hostname-no-ssl", "connect", dict(server_hostname="x"), (ValueError, NO_SSL % "server_hostname")),
+    ("ssl-true-no-host", "connect_sock", dict(ssl=True),
+     (ValueError, "You must set server_hostname when using ssl without a host")),
+    ("unix-ssl-no-hostname", "unix_connect", dict(ssl=CTX),
+     (ValueError, "you have to pass server_hostname when using ssl")),
+    ("unix-hostname-no-ssl", "unix_connect", dict(server_hostname="x"), (ValueError, NO_SSL % "server_hostname")),
+    ("handshake-no-ssl", "connect", dict(ssl_handshake_timeout=1), (ValueError, NO_SSL % "ssl_handshake_timeout")),
+    ("shutdown-no-ssl", "connect", dict(ssl_shutdown_timeout=1), (ValueError, NO_SSL % "ssl_shutdown_timeout")),
+    ("server-handshake-no-ssl", "serve", dict(ssl_handshake_timeout=1), (ValueError, NO_SSL % "ssl_handshake_timeout")),
+    ("server-shutdown-no-ssl", "serve", dict(ssl_shutdown_timeout=1), (ValueError, NO_SSL % "ssl_shutdown_timeout")),
+    ("server-ssl-true", "serve", dict(ssl=True), (TypeError, "ssl argument must be an SSLContext or None")),
+    ("unix-server-handshake-no-ssl", "unix_serve", dict(ssl_handshake_timeout=1),
+     (ValueError, NO_SSL % "ssl_handshake_timeout")),
+    ("accepted-handshake-no-ssl", "accepted", dict(ssl_handshake_timeout=1),
+     (ValueError, NO_SSL % "ssl_handshake_timeout")),
+    ("handshake-zero", "connect_sock", dict(ssl=CTX, server_hostname="x", ssl_handshake_timeout=0),
+     (ValueError, POSITIVE % ("ssl_handshake_timeout", 0))),
+    ("handshake-negative", "connect_sock", dict(ssl=CTX, server_hostname="x", ssl_handshake_timeout=-1.5),
+     (ValueError, POSITIVE % ("ssl_handshake_timeout", -1.5))),
+    ("shutdown-zero", "connect_sock", dict(ssl=CTX, server_hostname="x", ssl_shutdown_timeout=0),
+     (ValueError, POSITIVE % ("ssl_shutdown_timeout", 0))),
+    ("accepted-shutdown-negative", "accepted", dict(ssl=SCTX, ssl_shutdown_timeout=-1),
+     (ValueError, POSITIVE % ("ssl_shutdown_timeout", -1))),
+]
+
+
+async def _call(loop, pki, what, kw):
+    kw = {k: client_ctx(pki) if v is CTX else server_ctx(pki) if v is SCTX else v for k, v in kw.items()}
+    a, b = socket.socketpair()
+    with a, b:
+        if what == "connect":
+            return await loop.create_connection(asyncio.Protocol, "127.0.0.1", 9, **kw)
+        if what == "connect_sock":
+            return await loop.create_connection(asyncio.Protocol, sock=a, **kw)
+        if what == "unix_connect":
+            return await loop.create_unix_connection(asyncio.Protocol, "/nonexistent", **kw)
+        if what == "serve":
+            return await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, **kw)
+        if what == "unix_serve":
+            return await loop.create_unix_server(asyncio.Protocol, "/nonexistent/s", **kw)
+        return await loop.connect_accepted_socket(asyncio.Protocol, a, **kw)
+
+
+@pytest.mark.parametrize("what, kw, expected", [c[1:] for c in ARG_CASES], ids=[c[0] for c in ARG_CASES])
+def test_argument_checks_match_asyncio(loop, pki, what, kw, expected):
+    want = on_fresh_asyncio(lambda lp: _call(lp, pki, what, kw))
+    assert want == expected  # asyncio's own behaviour, pinned
+    assert outcome(loop, lambda lp: _call(lp, pki, what, kw)) == want
+
+
+@pytest.mark.parametrize(
+    "cert, ca, hostname, expected, sni",
+    [
+        ("server", "ca", None, "ok", None),  # defaults to the host, an IP: checked, no SNI sent
+        ("server", "ca", "localhost", "ok", "localhost"),
+        ("elsewhere", "ca", "", "ok", None),  # '' skips the hostname check, even with check_hostname
+        ("elsewhere", "ca", None, 64, None),  # X509_V_ERR_IP_ADDRESS_MISMATCH
+        ("server", "ca", "wrong.example", 62, "wrong.example"),  # X509_V_ERR_HOSTNAME_MISMATCH
+        ("server", "other_ca", "localhost", 20, "localhost"),  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        ("elsewhere", "ssl=True", None, 64, None),  # asyncio's default context, trusting SSL_CERT_FILE
+        ("elsewhere", "ssl=True", "", "ok", None),  # ... whose check_hostname '' turns off
+    ],
+)
+def test_certificate_checks_and_sni(loop, pki, monkeypatch, cert, ca, hostname, expected, sni):
+    monkeypatch.setenv("SSL_CERT_FILE", pki.ca_pem)  # read by ssl.create_default_context()
+
+    async def main():
+        names = []
+        sctx = server_ctx(pki, cert=getattr(pki, cert))
+        sctx.sni_callback = lambda sslobj, name, ctx: names.append(name)
+        server, port, _ = await serve(loop, sctx, Echo)
+        cctx = True if ca == "ssl=True" else client_ctx(pki, ca=getattr(pki, ca))
+        kw = {} if hostname is None else {"server_hostname": hostname}
+        try:
+            ct, cp = await loop.create_connection(Recorder, "127.0.0.1", port, ssl=cctx, **kw)
+        except ssl.SSLCertVerificationError as exc:
+            assert exc.verify_code == expected
+            assert exc.reason == "CERTIFICATE_VERIFY_FAILED"
+            assert str(exc).startswith("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ")
+            assert exc.verify_message in str(exc)
+        else:
+            assert expected == "ok"
+            assert ct.get_extra_info("sslcontext").check_hostname is (cctx is not True)
+            ct.write(b"x")
+            await cp.wait_for_bytes(1)
+            await close_all(ct)
+        await close_all(server)
+        assert names == [sni]
+
+    run(loop, main())
+
+
+# --- upgrading a plain connection ---------------------------------------------------------------
+
+
+def test_loop_start_tls_on_both_sides(loop, pki):
+    async def main():
+        plain_server, port, made = await serve(loop, None)
+        ct, cp = await loop.create_connection(Recorder, "127.0.0.1", port)
+        await wait_until(lambda: made)
+        sp = made[0]
+        st = await sp.made
+        ct.write(b"plain ")
+        assert await sp.wait_for_bytes(6) == b"plain "
+        # asyncio's checks come before the transport is touched.
+        with pytest.raises(TypeError, match="sslcontext is expected to be an instance of ssl.SSLContext"):
+            await loop.start_tls(ct, cp, True)
+        with pytest.raises(ValueError, match="ssl_handshake_timeout should be a positive number, got 0"):
+            await loop.start_tls(ct, cp, client_ctx(pki), ssl_handshake_timeout=0)
+        st2, ct2 = await asyncio.gather(
+            loop.start_tls(st, sp, server_ctx(pki), server_side=True),
+            loop.start_tls(ct, cp, client_ctx(pki), server_hostname="localhost"),
+        )
+        assert isinstance(ct2, asyncio.Transport) and ct2 is not ct
+        assert ct2.get_protocol() is cp and ct.get_protocol() is not cp
+        assert ct2.get_extra_info("ssl_object").server_hostname == "localhost"
+        assert st2.get_extra_info("ssl_object").server_side is True
+        ct2.write(b"secret")
+        assert await sp.wait_for_bytes(12) == b"plain secret"
+        st2.write(b"reply")
+        assert await cp.wait_for_bytes(5) == b"reply"
+        ct2.close()
+        assert await asyncio.wait_for(sp.lost, TIMEOUT) is None
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+        assert [e[0] for e in sp.events] == ["made", "data", "eof", "lost"]
+        await close_all(plain_server)
+
+    run(loop, main())
+
+
+# --- the TLS transport --------------------------------------------------------------------------
+
+EXTRA_TYPES = {  # compression: None, OpenSSL is built without TLS compression
+    "ssl_object": ssl.SSLObject, "cipher": tuple, "compression": type(None), "sslcontext": ssl.SSLContext,
+    "socket": asyncio.trsock.TransportSocket, "peername": tuple, "sockname": tuple,
+}  # fmt: skip
+
+
+def test_transport_api_and_extra_info(loop, pki):
+    async def main():
+        sctx, cctx = server_ctx(pki), client_ctx(pki)
+        st, sp, ct, cp, server = await tls_pair(loop, pki, sctx, cctx)
+        # The server asked for no client certificate: its peercert is None.
+        for t, ctx, peercert in ((ct, cctx, dict), (st, sctx, type(None))):
+            assert isinstance(t, asyncio.Transport)
+            assert {k: type(t.get_extra_info(k)) for k in EXTRA_TYPES} == EXTRA_TYPES
+            assert type(t.get_extra_info("peercert")) is peercert
+            assert t.get_extra_info("sslcontext") is ctx
+            assert t.get_extra_info("cipher") == t.get_extra_info("ssl_object").cipher()
+            assert t.get_extra_info("no such key", "default") == "default"
+            assert t.can_write_eof() is False
+            assert t.is_reading() and not t.is_closing()
+        assert ct.get_extra_info("peername") == st.get_extra_info("sockname")
+        assert ct.get_extra_info("socket").family == socket.AF_INET
+        assert ("DNS", "localhost") in ct.get_extra_info("peercert")["subjectAltName"]
+        assert ct.get_protocol() is cp and st.get_protocol() is sp
+        with pytest.raises(NotImplementedError) as info:
+            ct.write_eof()
+        assert str(info.value) == ""
+        await close_all(ct, server)
+
+    run(loop, main())
+
+
+def test_close_flushes_then_close_notify_on_both_ends(loop, pki):
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki)
+        payload = os.urandom(MIB)
+        ct.write(payload)
+        ct.close()
+        assert ct.is_closing()
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+        assert await asyncio.wait_for(sp.lost, TIMEOUT) is None
+        assert sp.data == payload
+        # The closing side gets the peer's close_notify as eof_received too.
+        assert cp.events == [("made",), ("eof",), ("lost", None)]
+        assert sp.events == [("made",), ("data", payload), ("eof",), ("lost", None)]
+        await close_all(server)
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_abort_drops_the_connection_without_close_notify(loop, pki, how):
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki)
+        st.write(b"x" * 1000)
+        await cp.wait_for_bytes(1000)
+        if how == "rst":
+            ct.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        ct.abort()
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+        exc = await asyncio.wait_for(sp.lost, TIMEOUT)
+        if how == "fin":  # a TCP EOF without close_notify is an EOF to asyncio
+            assert sp.events == [("made",), ("eof",), ("lost", None)]
+        else:
+            assert sp.events == [("made",), ("lost", exc)]
+            assert type(exc) is ConnectionResetError
+        assert cp.events == [("made",), ("data", b"x" * 1000), ("lost", None)]
+        await close_all(server)
+
+    run(loop, main())
+
+
+def test_flow_control_and_pause_reading(loop, pki):
+    class Writer(Recorder):
+        def pause_writing(self):
+            self.events.append(("pause",))
+
+        def resume_writing(self):
+            self.events.append(("resume",))
+
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Writer)
+        ct.pause_reading()
+        assert not ct.is_reading()
+        st.set_write_buffer_limits(high=64 * 1024)
+        assert st.get_write_buffer_limits() == (16 * 1024, 64 * 1024)  # asyncio's order: (low, high)
+        chunk, sent = b"z" * (256 * 1024), 0
+        while ("pause",) not in sp.events:  # write faster than the paused peer reads
+            assert sent < 256 * MIB, "pause_writing never called"
+            st.write(chunk)
+            sent += len(chunk)
+            await asyncio.sleep(0)
+        assert st.get_write_buffer_size() > 64 * 1024
+        await asyncio.sleep(0.05)
+        assert cp.data == b""  # nothing delivered while paused
+        ct.resume_reading()
+        assert ct.is_reading()
+        assert len(await cp.wait_for_bytes(sent, timeout=30)) == sent
+        await wait_until(lambda: ("resume",) in sp.events)
+        assert sp.events == [("made",), ("pause",), ("resume",)]
+        await close_all(ct, server)
+
+    run(loop, main())
+
+
+# --- protocol versions and extensions -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("offer, chosen", [(["spdy/1", "http/1.1"], "http/1.1"), (None, None)])
+def test_alpn(loop, pki, offer, chosen):
+    async def main():
+        sctx, cctx = server_ctx(pki), client_ctx(pki)
+        sctx.set_alpn_protocols(["h2", "http/1.1"])
+        if offer:
+            cctx.set_alpn_protocols(offer)
+        st, sp, ct, cp, server = await tls_pair(loop, pki, sctx, cctx)
+        assert ct.get_extra_info("ssl_object").selected_alpn_protocol() == chosen
+        assert st.get_extra_info("ssl_object").selected_alpn_protocol() == chosen
+        await close_all(ct, server)
+
+    run(loop, main())
+
+
+@VERSIONS
+def test_pinned_version_with_mutual_tls(loop, pki, version):
+    async def main():
+        sctx = server_ctx(pki, version=version, client_auth=True)
+        cctx = client_ctx(pki, version=version, cert=pki.client)
+        st, sp, ct, cp, server = await tls_pair(loop, pki, sctx, cctx)
+        name = {V12: "TLSv1.2", V13: "TLSv1.3"}[version]
+        for t in (st, ct):
+            assert t.get_extra_info("ssl_object").version() == name
+            assert t.get_extra_info("cipher")[1] == name
+        peer = st.get_extra_info("peercert")  # the client's certificate
+        assert peer == st.get_extra_info("ssl_object").getpeercert()
+        assert (("commonName", "ferroloop-client"),) in peer["subject"]
+        ct.write(b"me")
+        assert await sp.wait_for_bytes(2) == b"me"
+        await close_all(ct, server)
+
+    run(loop, main())
+
+
+@VERSIONS
+def test_mutual_tls_without_a_client_certificate(loop, pki, version):
+    async def main():
+        server, port, made = await serve(loop, server_ctx(pki, version=version, client_auth=True))
+        if version == V12:
+            # The server drops the connection mid-handshake (its alert is not flushed).
+            with pytest.raises(ConnectionResetError):
+                await connect(loop, port, client_ctx(pki))
+        else:
+            # TLS 1.3: the client is done before the server checks; then a plain EOF.
+            ct, cp = await connect(loop, port, client_ctx(pki))
+            assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+            assert cp.events == [("made",), ("eof",), ("lost", None)]
+        assert [p.events for p in made] == [[]]  # the server's app protocol never connected
+        await close_all(server)
+
+    run(loop, main())
+
+
+class ResumingContext(ssl.SSLContext):
+    """Offers the last saved session: asyncio has no session= argument, but
+    it makes its SSLObject with ctx.wrap_bio()."""
+
+    saved = None
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session=self.saved)
+
+
+@VERSIONS
+@pytest.mark.parametrize("resume", [False, True], ids=["same-context", "session-offered"])
+def test_session_resumption(loop, pki, version, resume):
+    async def scenario(loop):
+        server, port, _ = await serve(loop, server_ctx(pki, version=version), Echo)
+        cctx = (ResumingContext if resume else ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)
+        pki.ca.configure_trust(cctx)
+        reused = []
+        for _ in range(3):
+            ct, cp = await connect(loop, port, cctx)
+            ct.write(b"hi")
+            await cp.wait_for_bytes(2)  # TLS 1.3 tickets come after the handshake
+            sslobj = ct.get_extra_info("ssl_object")
+            reused.append(sslobj.session_reused)
+            cctx.saved = sslobj.session
+            ct.close()
+            await asyncio.wait_for(cp.lost, TIMEOUT)
+        await close_all(server)
+        return reused
+
+    want = on_fresh_asyncio(scenario)
+    # A client context alone never resumes (OpenSSL keeps no client-side
+    # cache); offering the previous session does.
+    assert want == ("ok", [False, True, True] if resume else [False, False, False])
+    assert outcome(loop, scenario) == want
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+async def _echo_once(loop, pki):
+    st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Echo)
+    ct.write(b"still fine")
+    assert await cp.wait_for_bytes(10) == b"still fine"
+    await close_all(ct, server)
+
+
+def test_client_handshake_timeout(loop, pki):
+    async def main():
+        with listening_socket() as lsock:  # accepts TCP, never speaks TLS
+            with pytest.raises(ConnectionAbortedError) as info:
+                await connect(loop, lsock.getsockname()[1], client_ctx(pki), ssl_handshake_timeout=0.2)
+            assert str(info.value) == "SSL handshake is taking longer than 0.2 seconds: aborting the connection"
+            peer, _ = lsock.accept()
+            with peer:
+                peer.settimeout(TIMEOUT)
+                assert peer.recv(4096)[:1] == b"\x16"  # the ClientHello it sent
+                assert peer.recv(4096) == b""  # then the client closed
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("send", [b"", b"GET / HTTP/1.0\r\n\r\n"], ids=["silent", "garbage"])
+def test_server_drops_a_client_that_does_not_speak_tls(loop, pki, send):
+    async def main():
+        timeout = None if send else 0.2  # garbage must be dropped at once, not by the timeout
+        server, port, made = await serve(loop, server_ctx(pki), ssl_handshake_timeout=timeout)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.setblocking(False)
+            await loop.sock_sendall(raw, send)
+            # Dropped without a TLS alert flushed.
+            assert await asyncio.wait_for(loop.sock_recv(raw, 4096), TIMEOUT) == b""
+        assert [p.events for p in made] == [[]]  # the app protocol never connected
+        await close_all(server)
+        await _echo_once(loop, pki)  # the loop keeps working
+
+    run(loop, main())
+
+
+def test_garbage_from_the_server(loop, pki):
+    async def main():
+        handlers = []
+
+        async def garbage(reader, writer):
+            handlers.append(asyncio.current_task())
+            await reader.read(1)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await reader.read()  # the rest of the ClientHello, then the client's EOF
+            assert reader.at_eof()
+            writer.close()
+            await writer.wait_closed()
+
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        with pytest.raises(ssl.SSLError) as info:
+            await connect(loop, server.sockets[0].getsockname()[1], client_ctx(pki))
+        assert info.value.reason == "WRONG_VERSION_NUMBER"
+        await asyncio.wait_for(asyncio.gather(*handlers), TIMEOUT)
+        await close_all(server)
+        await _echo_once(loop, pki)  # the loop keeps working
+
+    run(loop, main())
+
+
+# --- no leak ------------------------------------------------------------------------------------
+
+
+def test_300_connections_leave_nothing_behind(loop, pki):
+    async def main():
+        server, port, _ = await serve(loop, server_ctx(pki), Echo)
+        cctx = client_ctx(pki)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        refs = []
+        for i in range(300):
+            ct, cp = await connect(loop, port, cctx)
+            ct.write(b"ping %d" % i)
+            await cp.wait_for_bytes(len(b"ping %d" % i))
+            if i % 30 == 0:  # the app transport, its SSLProtocol and the socket transport
+                refs += [weakref.ref(ct), weakref.ref(ct._ssl_protocol), weakref.ref(ct._ssl_protocol._transport)]
+            ct.close()
+            assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+            del ct, cp
+        await close_all(server)
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert [r() for r in refs if r() is not None] == []
+        assert len(loop._transports) == 0
+
+    run(loop, main())
