@@ -1,5 +1,6 @@
 """add_reader/add_writer and their removal: level-triggered, asyncio's bookkeeping."""
 
+import asyncio
 import contextvars
 import errno
 import os
@@ -329,3 +330,46 @@ def test_closed_loop_is_checked_before_the_descriptor(loop, method):
     loop.close()
     with pytest.raises(RuntimeError, match="^Event loop is closed$"):
         getattr(loop, method)(-1, noop)
+
+
+def test_selector_view_shows_what_is_watched(loop, pair):
+    # Selector loops have loop._selector; code and asyncio's own tests read
+    # its get_key()/get_map(). ferroloop's is a read-only view of its poller.
+    import selectors
+
+    a, b = pair
+    with pytest.raises(KeyError):
+        loop._selector.get_key(a)
+    handle = loop._add_reader(a.fileno(), lambda: None)
+    key = loop._selector.get_key(a)
+    assert (key.fileobj, key.fd, key.events) == (a.fileno(), a.fileno(), selectors.EVENT_READ)
+    assert key.data[0] is handle and key.data[1] is None
+    loop._add_writer(a.fileno(), lambda: None)
+    assert loop._selector.get_key(a.fileno()).events == selectors.EVENT_READ | selectors.EVENT_WRITE
+    assert a.fileno() in loop._selector.get_map()
+    loop._remove_reader(a.fileno())
+    loop._remove_writer(a.fileno())
+    with pytest.raises(KeyError):
+        loop._selector.get_key(a)
+    assert a.fileno() not in loop._selector.get_map()
+    loop.close()
+    assert loop._selector is None
+
+
+def test_selector_view_shows_a_transports_socket(loop):
+    import selectors
+
+    async def main():
+        r, w = socket.socketpair()
+        fd = r.fileno()
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, r)
+        await asyncio.sleep(0)
+        key = loop._selector.get_key(fd)
+        assert key.events == selectors.EVENT_READ and key.data[0] is not None
+        transport.close()
+        await asyncio.sleep(0)
+        with pytest.raises(KeyError):
+            loop._selector.get_key(fd)
+        w.close()
+
+    loop.run_until_complete(main())

@@ -50,6 +50,20 @@ impl FdHandlers {
         }
     }
 
+    /// `(reader, writer)`: each side's Handle, True for a native source,
+    /// None when nothing waits on it.
+    pub(crate) fn describe(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
+        let one = |w: &Option<Waiter>| match w {
+            Some(Waiter::Handle(h)) => h.clone_ref(py).into_any(),
+            Some(Waiter::Source(_)) => pyo3::types::PyBool::new(py, true)
+                .to_owned()
+                .into_any()
+                .unbind(),
+            None => py.None(),
+        };
+        (one(&self.reader), one(&self.writer))
+    }
+
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for w in [&self.reader, &self.writer].into_iter().flatten() {
             w.traverse(visit)?;

@@ -474,6 +474,20 @@ impl LoopCore {
         fds::remove(slf, fd, fds::Side::Write)
     }
 
+    /// What waits on `fd`, for the read-only `_selector` view: None if it is
+    /// not watched, else `(reader, writer)`, each a Handle (add_reader and
+    /// friends), True (a native transport or child watch) or None.
+    fn _fd_waiters(&self, py: Python<'_>, fd: RawFd) -> Option<(Py<PyAny>, Py<PyAny>)> {
+        self.fds.get(&fd).map(|h| h.describe(py))
+    }
+
+    /// Every watched descriptor.
+    fn _watched_fds(&self) -> Vec<RawFd> {
+        let mut v: Vec<RawFd> = self.fds.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     // --- garbage collection ---------------------------------------------
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
