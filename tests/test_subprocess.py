@@ -293,6 +293,65 @@ def test_umask_and_preexec_fn(loop, tmp_path):
     run(loop, main())
 
 
+def test_a_slow_preexec_fn_does_not_stall_the_loop(loop, loop_name):
+    # The child's preexec_fn waits for a byte that only another task on
+    # this loop sends: if spawning blocked the loop, it would wait forever.
+    skip_asyncio_bug(loop_name, True, "Popen runs preexec_fn with the loop blocked")
+    r, w = os.pipe()
+
+    def wait_for_parent():  # runs in the child
+        os.read(r, 1)
+
+    async def release():
+        await asyncio.sleep(0)
+        os.write(w, b"x")
+
+    async def main():
+        releaser = asyncio.ensure_future(release())
+        proc = await asyncio.wait_for(
+            asyncio.create_subprocess_exec("true", preexec_fn=wait_for_parent), TIMEOUT
+        )
+        await releaser
+        return await proc.wait()
+
+    try:
+        assert run(loop, main()) == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_cancelled_while_preexec_fn_runs(loop, loop_name):
+    # The spawn is abandoned while the child is still in preexec_fn: the
+    # child must not be left running, unreaped or holding pipes.
+    skip_asyncio_bug(loop_name, True, "Popen runs preexec_fn with the loop blocked: no cancelling it")
+    r, w = os.pipe()
+
+    def wait_for_parent():  # runs in the child
+        os.read(r, 1)
+
+    async def main():
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec("sleep", "30", stdout=PIPE, preexec_fn=wait_for_parent)
+        )
+        await asyncio.sleep(0.05)
+        spawn.cancel()
+        os.write(w, b"x")
+        with pytest.raises(asyncio.CancelledError):
+            await spawn
+        for _ in range(200):  # the abandoned child is killed and reaped
+            if child_state(timeout=0) == "reaped":
+                break
+            await asyncio.sleep(0.01)
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(r)
+        os.close(w)
+    assert child_state() == "reaped"
+
+
 def _boom():
     raise RuntimeError("in the child")
 

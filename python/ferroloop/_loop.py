@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import selectors
+import subprocess
 import sys
 import threading
 import time
@@ -279,10 +281,28 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             return await _Unix._make_subprocess_transport(
                 self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
             )
+        proc = None
+        if kwargs.get("preexec_fn") is not None:
+            # Popen waits until the child has run preexec_fn and exec'd; a
+            # slow preexec_fn would stall every other task for that long,
+            # so the process is started in a thread.
+            spawning = self.run_in_executor(
+                None,
+                functools.partial(
+                    subprocess.Popen, args, shell=shell, stdin=stdin, stdout=stdout,
+                    stderr=stderr, universal_newlines=False, bufsize=bufsize, **kwargs,
+                ),
+            )  # fmt: skip
+            try:
+                proc = await asyncio.shield(spawning)
+            except asyncio.CancelledError:
+                # The thread may still start it: then it is nobody's.
+                spawning.add_done_callback(self._discard_started_process)
+                raise
         waiter = self.create_future()
-        transp = unix_events._UnixSubprocessTransport(
+        transp = _SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
-            waiter=waiter, extra=extra, **kwargs,
+            waiter=waiter, extra=extra, started=proc, **kwargs,
         )  # fmt: skip
         self._watch_child(transp.get_pid(), transp._process_exited)
         try:
@@ -294,6 +314,16 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             await transp._wait()
             raise
         return transp
+
+    def _discard_started_process(self, spawning: Any) -> None:
+        if spawning.cancelled() or spawning.exception() is not None:
+            return
+        proc = spawning.result()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.kill()
+        self._watch_child(proc.pid, functools.partial(setattr, proc, "returncode"))
 
     def _watch_child(self, pid: int, callback: Any) -> None:
         try:
@@ -332,6 +362,21 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
 
 
 _NO_PIDFD = (errno.ENOSYS, errno.EPERM, errno.EACCES)
+
+
+class _SubprocessTransport(unix_events._UnixSubprocessTransport):  # type: ignore[misc]
+    """asyncio's Unix subprocess transport, which may be handed a process
+    already started (in a thread, see `_make_subprocess_transport`)."""
+
+    def __init__(self, *args: Any, started: Any = None, **kwargs: Any) -> None:
+        self._started = started
+        super().__init__(*args, **kwargs)
+
+    def _start(self, *args: Any, **kwargs: Any) -> None:
+        if self._started is None:
+            super()._start(*args, **kwargs)
+        else:
+            self._proc, self._started = self._started, None
 
 
 class _SelectorView:
