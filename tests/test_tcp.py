@@ -1618,3 +1618,31 @@ def test_unix_server_path_too_long(loop, short_tmp):
         assert not os.path.exists(path)
 
     run(loop, main())
+
+
+def test_a_transport_nobody_holds_still_starts_reading(loop):
+    # Until reading starts, the loop's scheduled callback is what holds a
+    # new transport (asyncio's `_add_reader` handle does): a transport the
+    # creator dropped must not be collected, and its socket closed, first.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got = loop.create_future()
+
+    class Forgetful(asyncio.Protocol):
+        def connection_made(self, transport):
+            pass  # keeps no reference
+
+        def data_received(self, data):
+            got.set_result(data)
+
+    fd = a.fileno()
+    loop._make_socket_transport(a, Forgetful())
+    del a
+    gc.collect()
+    b.sendall(b"hi")
+    try:
+        assert run(loop, asyncio.wait_for(got, 10)) == b"hi"
+    finally:
+        loop._transports[fd].close()
+        run(loop, asyncio.sleep(0))
+        b.close()

@@ -130,6 +130,12 @@ class _SocketFace(_FlowControlMixin):
     def _fatal_error(self, exc, message="Fatal error on transport") -> None:
         self._core._fatal_error(exc, message)
 
+    # Scheduled by the constructor: the handle holds the transport until
+    # reading starts, as asyncio's `_add_reader` handle does, so a transport
+    # nobody else holds yet (a just-accepted one) is not collected first.
+    def _start_reading(self) -> None:
+        self._core._start_reading()
+
     def _call_connection_lost(self, exc) -> None:
         self._core._call_connection_lost(exc)
 
@@ -197,7 +203,7 @@ class DatagramTransport(_SocketFace, asyncio.DatagramTransport):
         )
         loop._transports[sock.fileno()] = self
         loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._core._start_reading)
+        loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
@@ -230,7 +236,7 @@ class ReadPipeTransport(asyncio.ReadTransport):
         self._fileno = fileno
         self._core = _ferroloop.ReadPipeTransport(loop, pipe, protocol, self)
         loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._core._start_reading)
+        loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
@@ -249,6 +255,9 @@ class ReadPipeTransport(asyncio.ReadTransport):
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._pipe.close()
+
+    def _start_reading(self) -> None:  # scheduled: holds the transport until then
+        self._core._start_reading()
 
     @property
     def _protocol(self):
@@ -304,7 +313,7 @@ class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
         watch = stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode)
         self._core = _ferroloop.WritePipeTransport(loop, pipe, protocol, self, watch)
         loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._core._start_watching)
+        loop.call_soon(self._start_watching)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
@@ -323,6 +332,9 @@ class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._pipe.close()
+
+    def _start_watching(self) -> None:  # scheduled: holds the transport until then
+        self._core._start_watching()
 
     @property
     def _protocol(self):

@@ -481,13 +481,20 @@ impl StreamTransport {
                 call_soon,
                 (
                     p.bind(py).getattr(pyo3::intern!(py, "connection_made"))?,
-                    wrapper,
+                    wrapper.clone(),
                 ),
             )?;
         }
+        // The face's method when there is a face: its handle then holds the
+        // transport until reading starts, as asyncio's `_add_reader` handle
+        // does (a just-accepted transport has no other owner yet).
+        let start_from = match &wrapper {
+            Some(w) => w.clone(),
+            None => slf.clone().into_any(),
+        };
         loop_.call_method1(
             call_soon,
-            (slf.getattr(pyo3::intern!(py, "_start_reading"))?,),
+            (start_from.getattr(pyo3::intern!(py, "_start_reading"))?,),
         )?;
         if let Some(w) = waiter {
             let set = py
