@@ -2,11 +2,11 @@
 //! `_SelectorSocketTransport`, natively.
 //!
 //! # Implementation
-//! Reads: for a plain `Protocol`, `recv` goes into a per-thread scratch
+//! Reads (`read.rs`): for a plain `Protocol`, `recv` goes into a per-thread scratch
 //! buffer and a `bytes` of exactly the received size is handed to
 //! `data_received` — no maximum-size allocation per read. For a
 //! `BufferedProtocol`, `recv` goes straight into the protocol's buffer.
-//! Writes: `write` tries `send` at once when nothing is queued; the rest is
+//! Writes (`write.rs`): `write` tries `send` at once when nothing is queued; the rest is
 //! queued (see `write_buffer`) and flushed with one `writev` per writable
 //! event. Ordering of protocol calls, flow control, EOF handling and the
 //! single `connection_lost` follow selector_events.py line by line.
@@ -14,30 +14,22 @@
 //! Borrow discipline as in the loop: the core is never borrowed while the
 //! protocol or any other Python code runs.
 
-use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
+mod read;
+mod write;
+
+use super::flow::{maybe_pause_protocol, FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{
-    drop_lost_write, face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites,
-};
+use super::{face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
-use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags, Shutdown};
-use std::cell::RefCell;
+use pyo3::types::PyWeakrefReference;
+use rustix::net::Shutdown;
 use std::os::fd::RawFd;
-
-/// asyncio's `max_size`: the most one read takes.
-const MAX_READ: usize = 256 * 1024;
-
-thread_local! {
-    static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
-}
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct StreamTransport {
@@ -84,15 +76,6 @@ impl FlowControlled for StreamTransport {
     }
 }
 
-/// The bytes of a bytes-like object, for the duration of `f`.
-fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
-    }
-    let v = crate::py::buffer_bytes(data)?;
-    Ok(f(&v))
-}
-
 impl StreamTransport {
     /// The Python transport's `_call_connection_lost`, or the core's if it
     /// is gone; the scheduled handle keeps the transport alive until then,
@@ -116,126 +99,6 @@ impl StreamTransport {
             .bind(slf.py())
             .call_method1(pyo3::intern!(slf.py(), "call_soon"), (callback, arg))?;
         Ok(())
-    }
-
-    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (lost, buffered, protocol) = {
-            let t = slf.borrow();
-            (
-                t.conn_lost > 0,
-                t.buffered,
-                t.protocol.as_ref().map(|p| p.clone_ref(py)),
-            )
-        };
-        let Some(protocol) = protocol.filter(|_| !lost) else {
-            return Ok(());
-        };
-        let protocol = protocol.bind(py);
-        if buffered {
-            Self::read_into_buffer(slf, protocol)
-        } else {
-            Self::read_bytes(slf, protocol)
-        }
-    }
-
-    fn read_bytes(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let fd = slf.borrow().fd;
-        let got = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
-                Ok((n, _)) => Ok(PyBytes::new(py, &s[..n])),
-                Err(e) => Err(e),
-            }
-        });
-        let data = match got {
-            Ok(d) => d,
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
-                return Self::fatal(
-                    slf,
-                    errors::os_error(e.into()),
-                    "Fatal read error on socket transport",
-                )
-            }
-        };
-        if data.as_bytes().is_empty() {
-            return Self::on_eof(slf, protocol);
-        }
-        if let Err(e) = protocol.call_method1(pyo3::intern!(py, "data_received"), (data,)) {
-            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
-        }
-        Ok(())
-    }
-
-    fn read_into_buffer(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let buf = protocol
-            .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
-            .and_then(|b| {
-                if b.len()? == 0 {
-                    return Err(PyRuntimeError::new_err(
-                        "get_buffer() returned an empty buffer",
-                    ));
-                }
-                Ok(b)
-            });
-        let buf = match buf {
-            Ok(b) => b,
-            Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
-            }
-        };
-        // A buffer recv_into() refuses (read-only, say) is a read error in
-        // asyncio, which only finds out when it calls recv_into().
-        let mut view = match crate::py::WritableBuffer::new(&buf) {
-            Ok(v) => v,
-            Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
-        };
-        let fd = slf.borrow().fd;
-        let res = rustix::net::recv(borrow_raw(fd), view.as_mut_slice(py), RecvFlags::empty());
-        drop(view);
-        let n = match res {
-            Ok((n, _)) => n,
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
-                return Self::fatal(
-                    slf,
-                    errors::os_error(e.into()),
-                    "Fatal read error on socket transport",
-                )
-            }
-        };
-        if n == 0 {
-            return Self::on_eof(slf, protocol);
-        }
-        if let Err(e) = protocol.call_method1(pyo3::intern!(py, "buffer_updated"), (n,)) {
-            return Self::fatal(
-                slf,
-                e,
-                "Fatal error: protocol.buffer_updated() call failed.",
-            );
-        }
-        Ok(())
-    }
-
-    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        if slf.borrow().debug(py) {
-            log_debug(py, ("%r received EOF", face_or_core(slf).unbind()))?;
-        }
-        let keep_open = match protocol.call_method0(pyo3::intern!(py, "eof_received")) {
-            Ok(v) => v.is_truthy()?,
-            Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
-            }
-        };
-        if keep_open {
-            set_watching(slf, Side::Read, false)
-        } else {
-            Self::close(slf)
-        }
     }
 
     /// `_fatal_error`: OS errors are only logged in debug mode, anything
@@ -285,70 +148,6 @@ impl StreamTransport {
             set_watching(slf, Side::Write, false)?;
             let cb = Self::connection_lost_cb(slf)?;
             Self::call_soon(slf, cb, py.None().into_bound(py))?;
-        }
-        Ok(())
-    }
-
-    /// Sends what is buffered; asyncio's `_write_sendmsg`.
-    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let mut done = Vec::new();
-        let res = {
-            let mut t = slf.borrow_mut();
-            if t.conn_lost > 0 || t.wbuf.is_empty() {
-                return Ok(());
-            }
-            let r = {
-                let slices = t.wbuf.slices(py);
-                rustix::io::writev(borrow_raw(t.fd), &slices)
-            };
-            if let Ok(n) = r {
-                t.wbuf.consume(py, n, &mut done);
-            }
-            r
-        };
-        drop(done);
-        match res {
-            Ok(_) => {}
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
-                set_watching(slf, Side::Write, false)?;
-                let dropped = slf.borrow_mut().wbuf.clear();
-                drop(dropped);
-                let err = errors::os_error(e.into());
-                let exc = err.value(py).clone().into_any();
-                Self::fatal(slf, err, "Fatal write error on socket transport")?;
-                let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
-                if let Some(w) = waiter {
-                    w.bind(py)
-                        .call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
-                }
-                return Ok(());
-            }
-        }
-        maybe_resume_protocol(slf)?;
-        let (empty, closing, eof, waiter, fd) = {
-            let t = slf.borrow();
-            (
-                t.wbuf.is_empty(),
-                t.closing,
-                t.eof,
-                t.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                t.fd,
-            )
-        };
-        if empty {
-            set_watching(slf, Side::Write, false)?;
-            if let Some(w) = waiter {
-                w.bind(py)
-                    .call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
-            }
-            if closing {
-                Self::call_connection_lost(slf, py.None().into_bound(py))?;
-            } else if eof {
-                rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
-                    .map_err(|e| errors::os_error(e.into()))?;
-            }
         }
         Ok(())
     }
@@ -517,96 +316,11 @@ impl StreamTransport {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let is_bytes = data.is_instance_of::<PyBytes>();
-        if !(is_bytes
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>())
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                crate::py::type_name_repr(data)?
-            )));
-        }
-        slf.borrow().check_writable("write")?;
-        let len = data.len()?;
-        if len == 0 {
-            return Ok(());
-        }
-        if drop_lost_write(slf)? {
-            return Ok(());
-        }
-        let (fd, queued) = {
-            let t = slf.borrow();
-            (t.fd, !t.wbuf.is_empty())
-        };
-        let mut sent = 0;
-        if !queued {
-            let res = with_bytes(data, |b| {
-                rustix::net::send(borrow_raw(fd), b, SendFlags::empty())
-            })?;
-            match res {
-                Ok(n) if n == len => return Ok(()),
-                Ok(n) => sent = n,
-                Err(Errno::AGAIN | Errno::INTR) => {}
-                Err(e) => {
-                    return Self::fatal(
-                        slf,
-                        errors::os_error(e.into()),
-                        "Fatal write error on socket transport",
-                    )
-                }
-            }
-            set_watching(slf, Side::Write, true)?;
-        }
-        {
-            let mut t = slf.borrow_mut();
-            match data.cast::<PyBytes>() {
-                Ok(b) => t.wbuf.push_bytes_rest(slf.py(), b.clone().unbind(), sent),
-                Err(_) => {
-                    let v = crate::py::buffer_bytes(data)?;
-                    t.wbuf.push_copy(&v[sent..]);
-                }
-            }
-        }
-        maybe_pause_protocol(slf)
+        Self::write_data(slf, data)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        slf.borrow().check_writable("writelines")?;
-        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
-        if items.is_empty() {
-            return Ok(());
-        }
-        if drop_lost_write(slf)? {
-            return Ok(());
-        }
-        // Every item is converted before any is queued: a bad one writes
-        // nothing, as in asyncio.
-        enum Item {
-            Shared(Py<PyBytes>, usize),
-            Copied(Vec<u8>),
-        }
-        let mut converted = Vec::with_capacity(items.len());
-        for d in &items {
-            converted.push(match d.cast::<PyBytes>() {
-                Ok(b) => Item::Shared(b.clone().unbind(), b.as_bytes().len()),
-                Err(_) => Item::Copied(crate::py::buffer_bytes(d)?),
-            });
-        }
-        {
-            let mut t = slf.borrow_mut();
-            for item in converted {
-                match item {
-                    Item::Shared(b, n) => t.wbuf.push_bytes(b, n),
-                    Item::Copied(v) => t.wbuf.push_copy(&v),
-                }
-            }
-        }
-        Self::write_ready(slf)?;
-        if !slf.borrow().wbuf.is_empty() {
-            set_watching(slf, Side::Write, true)?;
-        }
-        maybe_pause_protocol(slf)
+        Self::writelines_data(slf, list_of_data)
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {

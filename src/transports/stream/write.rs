@@ -1,0 +1,186 @@
+//! The write half of the stream transport: `write` and `writelines` try
+//! the socket at once and queue the rest; `_write_ready` flushes the queue
+//! with one vectored send per writable event.
+
+use super::super::flow::{maybe_pause_protocol, maybe_resume_protocol};
+use super::super::{drop_lost_write, set_watching};
+use super::StreamTransport;
+use crate::errors;
+use crate::event_loop::fds::Side;
+use crate::sys::borrow_raw;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use rustix::io::Errno;
+use rustix::net::{SendFlags, Shutdown};
+
+/// The bytes of a bytes-like object, for the duration of `f`.
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    let v = crate::py::buffer_bytes(data)?;
+    Ok(f(&v))
+}
+
+impl StreamTransport {
+    pub(super) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let is_bytes = data.is_instance_of::<PyBytes>();
+        if !(is_bytes
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                crate::py::type_name_repr(data)?
+            )));
+        }
+        slf.borrow().check_writable("write")?;
+        let len = data.len()?;
+        if len == 0 {
+            return Ok(());
+        }
+        if drop_lost_write(slf)? {
+            return Ok(());
+        }
+        let (fd, queued) = {
+            let t = slf.borrow();
+            (t.fd, !t.wbuf.is_empty())
+        };
+        let mut sent = 0;
+        if !queued {
+            let res = with_bytes(data, |b| {
+                rustix::net::send(borrow_raw(fd), b, SendFlags::empty())
+            })?;
+            match res {
+                Ok(n) if n == len => return Ok(()),
+                Ok(n) => sent = n,
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(e) => {
+                    return Self::fatal(
+                        slf,
+                        errors::os_error(e.into()),
+                        "Fatal write error on socket transport",
+                    )
+                }
+            }
+            set_watching(slf, Side::Write, true)?;
+        }
+        {
+            let mut t = slf.borrow_mut();
+            match data.cast::<PyBytes>() {
+                Ok(b) => t.wbuf.push_bytes_rest(slf.py(), b.clone().unbind(), sent),
+                Err(_) => {
+                    let v = crate::py::buffer_bytes(data)?;
+                    t.wbuf.push_copy(&v[sent..]);
+                }
+            }
+        }
+        maybe_pause_protocol(slf)
+    }
+
+    pub(super) fn writelines_data(
+        slf: &Bound<'_, Self>,
+        list_of_data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        slf.borrow().check_writable("writelines")?;
+        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        if drop_lost_write(slf)? {
+            return Ok(());
+        }
+        // Every item is converted before any is queued: a bad one writes
+        // nothing, as in asyncio.
+        enum Item {
+            Shared(Py<PyBytes>, usize),
+            Copied(Vec<u8>),
+        }
+        let mut converted = Vec::with_capacity(items.len());
+        for d in &items {
+            converted.push(match d.cast::<PyBytes>() {
+                Ok(b) => Item::Shared(b.clone().unbind(), b.as_bytes().len()),
+                Err(_) => Item::Copied(crate::py::buffer_bytes(d)?),
+            });
+        }
+        {
+            let mut t = slf.borrow_mut();
+            for item in converted {
+                match item {
+                    Item::Shared(b, n) => t.wbuf.push_bytes(b, n),
+                    Item::Copied(v) => t.wbuf.push_copy(&v),
+                }
+            }
+        }
+        Self::write_ready(slf)?;
+        if !slf.borrow().wbuf.is_empty() {
+            set_watching(slf, Side::Write, true)?;
+        }
+        maybe_pause_protocol(slf)
+    }
+
+    /// Sends what is buffered; asyncio's `_write_sendmsg`.
+    pub(super) fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut done = Vec::new();
+        let res = {
+            let mut t = slf.borrow_mut();
+            if t.conn_lost > 0 || t.wbuf.is_empty() {
+                return Ok(());
+            }
+            let r = {
+                let slices = t.wbuf.slices(py);
+                rustix::io::writev(borrow_raw(t.fd), &slices)
+            };
+            if let Ok(n) = r {
+                t.wbuf.consume(py, n, &mut done);
+            }
+            r
+        };
+        drop(done);
+        match res {
+            Ok(_) => {}
+            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+            Err(e) => {
+                set_watching(slf, Side::Write, false)?;
+                let dropped = slf.borrow_mut().wbuf.clear();
+                drop(dropped);
+                let err = errors::os_error(e.into());
+                let exc = err.value(py).clone().into_any();
+                Self::fatal(slf, err, "Fatal write error on socket transport")?;
+                let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                if let Some(w) = waiter {
+                    w.bind(py)
+                        .call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+        }
+        maybe_resume_protocol(slf)?;
+        let (empty, closing, eof, waiter, fd) = {
+            let t = slf.borrow();
+            (
+                t.wbuf.is_empty(),
+                t.closing,
+                t.eof,
+                t.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                t.fd,
+            )
+        };
+        if empty {
+            set_watching(slf, Side::Write, false)?;
+            if let Some(w) = waiter {
+                w.bind(py)
+                    .call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+            }
+            if closing {
+                Self::call_connection_lost(slf, py.None().into_bound(py))?;
+            } else if eof {
+                rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
+                    .map_err(|e| errors::os_error(e.into()))?;
+            }
+        }
+        Ok(())
+    }
+}
