@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess lint fmt stubtest test-versions clean
+.PHONY: help venv build test pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess stress-tls lint fmt stubtest test-versions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,11 +46,14 @@ bench: build  ## loop-core benchmarks: ferroloop vs asyncio vs uvloop, as ratios
 	$(VPY) -m pip install -q uvloop
 	$(VPY) benches/run.py
 
-bench-net: build  ## networking benchmarks (echo, UDP, HTTP under wrk, idle-conn RSS) vs asyncio, uvloop, a Rust floor
-	$(VPY) -m pip install -q uvloop httptools aiohttp
+bench-net: build  ## networking benchmarks (echo, UDP, HTTP(S) under wrk, TLS, idle-conn RSS) vs asyncio, uvloop, a Rust floor
+	$(VPY) -m pip install -q uvloop httptools aiohttp trustme
 	@command -v wrk >/dev/null || echo "note: wrk is not installed (apt-get install wrk): the HTTP rows will show n/a"
 	cargo build --release --manifest-path benches/loadgen/Cargo.toml
 	$(VPY) benches/net.py
+
+stress-tls: build  ## TLS leak check: 50,000 TLS connections in a row on ferroloop, RSS and fds before/after
+	$(VPY) benches/stress_tls.py
 
 bench-subprocess: build  ## subprocess benchmarks (spawn-and-wait, communicate through cat) vs asyncio, uvloop
 	$(VPY) -m pip install -q uvloop

@@ -1,27 +1,29 @@
 """ferroloop's networking benchmarks: asyncio vs uvloop vs ferroloop vs a pure-Rust floor.
 
-    .venv/bin/python benches/net.py            # the default run (`make bench-net`), ~5 min
-    .venv/bin/python benches/net.py --quick    # shorter windows, one round, 2,000 idle conns (~80 s)
+    .venv/bin/python benches/net.py            # the default run (`make bench-net`), ~9 min
+    .venv/bin/python benches/net.py --quick    # shorter windows, one round, 2,000 idle conns (~2 min)
     .venv/bin/python benches/net.py --only tcp1k http-httptools --rounds 3
     .venv/bin/python benches/net.py --loops uvloop ferroloop
 
 Every cell (workload x loop) starts a fresh server process pinned to one CPU
 (--server-cpu, default 1) and drives it from a load client pinned to another
 (--client-cpu, default 0): benches/loadgen's `loadgen` (Rust, one thread, one
-epoll) for the echo workloads and the idle-connection count, `wrk -t1 -c50`
-for the HTTP ones. The figure to compare is the **server's CPU time per
-request** (utime + stime of /proc/PID/stat across the measured window, divided
-by the requests completed in it): once the client, not the server, is the
-bottleneck, requests/s says more about the client than about the loop. The
+epoll; rustls for the TLS rows) for the echo workloads, the TLS handshakes
+and the idle-connection count, `wrk -t1 -c50` for the HTTP(S) ones. The
+figure to compare is the **server's CPU time per request** (utime + stime of
+/proc/PID/stat across the measured window, divided by the requests completed
+in it): once the client, not the server, is the bottleneck, requests/s says
+more about the client than about the loop. The
 "rust floor" column is benches/loadgen's `floor`, the same servers in plain
 Rust on one nonblocking epoll thread: the least CPU per request an event loop
 could spend.
 
 Needs the loadgen crate built (`cargo build --release --manifest-path
 benches/loadgen/Cargo.toml`, which `make bench-net` does), wrk for the HTTP
-rows and httptools / aiohttp for their servers; a missing piece turns its
-cells into n/a. These are measurements, not tests: it exits non-zero only if
-a server or client failed (crashed, wrong echo, HTTP errors).
+rows, httptools / aiohttp for their servers and trustme for the TLS rows'
+certificates (made once per run in a temporary directory); a missing piece
+turns its cells into n/a. These are measurements, not tests: it exits
+non-zero only if a server or client failed (crashed, wrong echo, HTTP errors).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import re
 import resource
 import select
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -65,11 +68,12 @@ class Workload:
     key: str
     title: str
     kind: str  # net_server.py --kind
-    client: str  # "echo" (loadgen) or "wrk"
+    client: str  # "echo" or "handshake" (loadgen), or "wrk"
     proto: str = "tcp"  # loadgen --proto / floor --proto
     size: int = 1024
     floor_http: bool = False
     needs: str | None = None  # a module the Python server imports
+    tls: bool = False  # server gets --cert/--key, the client speaks TLS (--tls --ca, https://)
 
 
 WORKLOADS = [
@@ -81,9 +85,28 @@ WORKLOADS = [
     Workload("udp1k", "UDP echo, datagram, 1 KiB", "udp", "echo", proto="udp", size=1024),
     Workload("http-httptools", "HTTP/1.1 httptools Protocol, wrk", "http-httptools", "wrk", floor_http=True, needs="httptools"),
     Workload("http-aiohttp", "HTTP/1.1 aiohttp hello, wrk", "http-aiohttp", "wrk", floor_http=True, needs="aiohttp"),
+    Workload("tls1k", "TLS echo, Protocol, 1 KiB", "tls-proto", "echo", size=1024, tls=True),
+    Workload("tls10k", "TLS echo, Protocol, 10 KiB", "tls-proto", "echo", size=10 * 1024, tls=True),
+    Workload("tls100k", "TLS echo, Protocol, 100 KiB", "tls-proto", "echo", size=100 * 1024, tls=True),
+    Workload("tls-streams1k", "TLS echo, streams, 1 KiB", "tls-streams", "echo", size=1024, tls=True),
+    Workload("tls-handshake", "TLS connection: handshake+echo+close", "tls-proto", "handshake", size=16, tls=True),
+    Workload("https-httptools", "HTTPS/1.1 httptools Protocol, wrk", "https-httptools", "wrk", floor_http=True, needs="httptools", tls=True),
 ]
 BY_KEY = {w.key: w for w in WORKLOADS}
 RSS_KEY = "rss"
+# The TLS rows' files, written by make_pki() into the run's temporary directory.
+TLS_CA, TLS_CERT, TLS_KEY = "tls-ca.pem", "tls-cert.pem", "tls-key.pem"
+
+
+def make_pki(tmp: Path) -> None:
+    """A throwaway CA (trustme: ECDSA P-256) and a server certificate for 127.0.0.1 / localhost."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp / TLS_CA))
+    cert.private_key_pem.write_to_path(str(tmp / TLS_KEY))
+    (tmp / TLS_CERT).write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
 
 
 # --- machine facts --------------------------------------------------------------
@@ -169,8 +192,12 @@ class Server:
             cmd = [str(FLOOR), "--proto", w.proto]
             if w.floor_http:
                 cmd.append("--http")
+            if w.tls:
+                cmd.append("--tls")
         else:
             cmd = [sys.executable, str(SERVER), "--loop", loop, "--kind", kind]
+        if w.tls:
+            cmd += ["--cert", str(tmp / TLS_CERT), "--key", str(tmp / TLS_KEY)]
         if self.unix_path:
             cmd += ["--addr", self.unix_path]
         self.proc = subprocess.Popen(
@@ -248,10 +275,10 @@ class Window:
         return {"foreign_server": self.foreign_server, "foreign_client": self.foreign_client}
 
 
-def run_echo(srv: Server, w: Workload, args) -> dict:
+def run_echo(srv: Server, w: Workload, args, tmp: Path) -> dict:
+    """loadgen echo (or loadgen handshake: one 'request' = one TLS connection served)."""
     cmd = [
-        str(LOADGEN), "echo",
-        "--proto", w.proto,
+        str(LOADGEN), w.client,
         "--addr", srv.addr,
         "--conns", str(args.conns),
         "--size", str(w.size),
@@ -259,6 +286,12 @@ def run_echo(srv: Server, w: Workload, args) -> dict:
         "--warmup", str(args.warmup),
         "--server-pid", str(srv.pid),
     ]  # fmt: skip
+    if w.client == "echo":
+        cmd += ["--proto", w.proto]
+        if w.tls:
+            cmd.append("--tls")
+    if w.tls:
+        cmd += ["--ca", str(tmp / TLS_CA)]
     with Window(args, srv.pid) as win:
         out = subprocess.run(
             cmd, capture_output=True, text=True, preexec_fn=pinned(args.client_cpu), timeout=args.duration + 60
@@ -284,8 +317,9 @@ def run_echo(srv: Server, w: Workload, args) -> dict:
 WRK_RPS = re.compile(r"(\d+) requests in ([\d.]+)(m?s)")
 
 
-def run_wrk(srv: Server, args, duration: float) -> dict:
-    cmd = ["wrk", "-t1", f"-c{args.wrk_conns}", f"-d{duration}s", "--timeout", "5s", f"http://{srv.addr}/"]
+def run_wrk(srv: Server, w: Workload, args, duration: float) -> dict:
+    scheme = "https" if w.tls else "http"
+    cmd = ["wrk", "-t1", f"-c{args.wrk_conns}", f"-d{duration}s", "--timeout", "5s", f"{scheme}://{srv.addr}/"]
     with Window(args, srv.pid) as win:
         out = subprocess.run(
             cmd, capture_output=True, text=True, preexec_fn=pinned(args.client_cpu), timeout=duration + 60
@@ -315,17 +349,22 @@ def run_wrk(srv: Server, args, duration: float) -> dict:
 def run_cell(loop: str, w: Workload, args, tmp: Path) -> dict:
     srv = Server(loop, w, args.server_cpu, tmp)
     try:
-        if w.client == "echo":
-            res = run_echo(srv, w, args)
+        if w.client in ("echo", "handshake"):
+            res = run_echo(srv, w, args, tmp)
         else:
-            run_wrk(srv, args, args.warmup_wrk)  # warm-up, not reported
-            res = run_wrk(srv, args, args.wrk_duration)
+            run_wrk(srv, w, args, args.warmup_wrk)  # warm-up, not reported
+            res = run_wrk(srv, w, args, args.wrk_duration)
         if not srv.alive():
             raise RuntimeError("server died: " + srv.stderr_tail())
         return res
     except (RuntimeError, subprocess.TimeoutExpired) as e:
-        if not srv.alive():
-            e = RuntimeError(f"{e} (server: {srv.stderr_tail()})")
+        died = not srv.alive()
+        if not died:  # still serving: stop it to see whether it logged anything (an exception handler's report)
+            srv.proc.kill()
+            srv.proc.wait()
+        tail = srv.stderr_tail()
+        if died or not tail.startswith("exit "):
+            e = RuntimeError(f"{e} (server{' died' if died else ''}: {tail})")
         raise RuntimeError(str(e)) from None
     finally:
         srv.stop()
@@ -445,9 +484,12 @@ def main() -> int:
     skip_reason: dict[tuple[str, str], str] = {}
     rows = [w for w in WORKLOADS if not args.only or w.key in args.only]
     do_rss = not args.only or RSS_KEY in args.only
+    info["trustme"] = module_version("trustme")
     for w in rows:
         for lp in loops:
-            if lp == "uvloop" and missing["uvloop"]:
+            if w.tls and info["trustme"] is None:
+                skip_reason[(w.key, lp)] = "trustme not installed (the TLS rows' certificates)"
+            elif lp == "uvloop" and missing["uvloop"]:
                 skip_reason[(w.key, lp)] = "uvloop not installed"
             elif w.needs and lp != "floor" and info.get(w.needs) is None:
                 skip_reason[(w.key, lp)] = f"{w.needs} not installed"
@@ -461,6 +503,8 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ferroloop-net-") as tmpdir:
         tmp = Path(tmpdir)
+        if any(w.tls for w in rows) and info["trustme"] is not None:
+            make_pki(tmp)
         for w in rows:
             cell = samples.setdefault(w.key, {})
             print(f"  {w.key} ...", end="", flush=True, file=sys.stderr)
@@ -541,6 +585,12 @@ def main() -> int:
         f"HTTP: wrk -t1 -c{args.wrk_conns} -d{args.wrk_duration}s after a {args.warmup_wrk} s warm-up; "
         f"best of {args.rounds} round(s), fresh server each"
     )
+    if any(w.tls for w in rows):
+        print(
+            f"TLS: servers ssl.create_default_context(Purpose.CLIENT_AUTH) + a trustme ECDSA P-256 certificate, "
+            f"the same on every loop ({ssl.OPENSSL_VERSION}; the floor: rustls); clients: loadgen on rustls (ring), "
+            f"wrk on OpenSSL; TLS 1.3, the handshake row without session resumption"
+        )
 
     if rows:
         width = max(len(w.title) for w in rows) + 2
@@ -616,6 +666,12 @@ def main() -> int:
         f"! = other processes (or the hypervisor) took more than {FOREIGN:.0%} of the server's or the client's "
         "CPU during the window, in every round: its numbers are suspect, run it again on a quiet machine.",
     ]
+    if any(w.client == "handshake" for w in rows):
+        notes.insert(
+            2,
+            "TLS connection row: one 'request' is a whole TLS connection (TCP connect, full handshake, a 16-byte "
+            "echo, close_notify both ways, close); its requests/s is TLS connections per second.",
+        )
     for note in notes:
         print(textwrap.fill(note, width=110, subsequent_indent="  "))
 

@@ -4,6 +4,7 @@ Started by benches/net.py, pinned to a CPU; not meant to be run by hand, but
 it can be:
 
     .venv/bin/python benches/net_server.py --loop ferroloop --kind tcp-proto
+    .venv/bin/python benches/net_server.py --loop ferroloop --kind tls-proto --cert C.pem --key K.pem
 
 Binds to an ephemeral port on 127.0.0.1 (or --addr PATH for the Unix kind),
 prints one JSON line {"addr": ..., "pid": ...} on stdout when it is serving,
@@ -15,6 +16,15 @@ then serves until it is killed. Kinds:
     udp            echo, asyncio.DatagramProtocol on loop.create_datagram_endpoint
     http-httptools keep-alive HTTP/1.1, a Protocol parsing with httptools.HttpRequestParser
     http-aiohttp   aiohttp.web hello world (access log off)
+    tls-proto      tcp-proto over TLS (loop.create_server(..., ssl=ctx))
+    tls-streams    tcp-streams over TLS (asyncio.start_server(..., ssl=ctx))
+    https-httptools http-httptools over TLS
+
+The TLS kinds need --cert (the certificate chain, PEM) and --key (its key,
+PEM). Every loop gets the same context: ssl.create_default_context(
+ssl.Purpose.CLIENT_AUTH) with that chain loaded, nothing else changed (TLS
+1.2 minimum, 1.3 negotiated with the benchmark clients; OpenSSL's defaults
+for ciphers, groups and session tickets).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import asyncio
 import json
 import os
 import resource
+import ssl
 import sys
 
 HELLO = b"Hello, World!"
@@ -102,14 +113,28 @@ async def stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         writer.close()
 
 
-async def serve(kind: str, addr: str | None):
+TLS_KINDS = {"tls-proto": "tcp-proto", "tls-streams": "tcp-streams", "https-httptools": "http-httptools"}
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server context of the TLS kinds, the same on every loop."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def serve(kind: str, addr: str | None, ctx: ssl.SSLContext | None = None):
     loop = asyncio.get_running_loop()
     keep = []  # servers / transports / runners kept alive
+    if kind in TLS_KINDS:
+        if ctx is None:
+            raise SystemExit(f"--kind {kind} needs --cert and --key")
+        kind = TLS_KINDS[kind]
     if kind == "tcp-proto":
-        srv = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=1024)
+        srv = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=1024, ssl=ctx)
         where = "%s:%d" % srv.sockets[0].getsockname()[:2]
     elif kind == "tcp-streams":
-        srv = await asyncio.start_server(stream_echo, "127.0.0.1", 0, backlog=1024)
+        srv = await asyncio.start_server(stream_echo, "127.0.0.1", 0, backlog=1024, ssl=ctx)
         where = "%s:%d" % srv.sockets[0].getsockname()[:2]
     elif kind == "unix-proto":
         srv = await loop.create_unix_server(EchoProtocol, addr, backlog=1024)
@@ -118,7 +143,7 @@ async def serve(kind: str, addr: str | None):
         srv, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=("127.0.0.1", 0))
         where = "%s:%d" % srv.get_extra_info("sockname")[:2]
     elif kind == "http-httptools":
-        srv = await loop.create_server(HttpProtocol, "127.0.0.1", 0, backlog=1024)
+        srv = await loop.create_server(HttpProtocol, "127.0.0.1", 0, backlog=1024, ssl=ctx)
         where = "%s:%d" % srv.sockets[0].getsockname()[:2]
     elif kind == "http-aiohttp":
         from aiohttp import web
@@ -147,19 +172,22 @@ def main() -> None:
     ap.add_argument(
         "--kind",
         required=True,
-        choices=["tcp-proto", "tcp-streams", "unix-proto", "udp", "http-httptools", "http-aiohttp"],
+        choices=["tcp-proto", "tcp-streams", "unix-proto", "udp", "http-httptools", "http-aiohttp", *TLS_KINDS],
     )
     ap.add_argument("--addr", default=None, help="socket path for unix-proto")
+    ap.add_argument("--cert", default=None, help="certificate chain (PEM) for the TLS kinds")
+    ap.add_argument("--key", default=None, help="its private key (PEM)")
     ap.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     args = ap.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = tls_context(args.cert, args.key) if args.cert else None
     loop = loop_factory(args.loop)()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(args.kind, args.addr))
+        loop.run_until_complete(serve(args.kind, args.addr, ctx))
     finally:
         loop.close()
     sys.exit(0)

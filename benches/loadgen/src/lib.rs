@@ -1,5 +1,8 @@
 //! Small shared pieces of the two benchmark binaries: a level-triggered
-//! epoll wrapper, fd helpers and CPU-time readers. std + libc only.
+//! epoll wrapper, fd helpers and CPU-time readers (std + libc), and in `tls`
+//! the rustls glue of the TLS modes.
+
+pub mod tls;
 
 use std::io;
 use std::os::fd::RawFd;

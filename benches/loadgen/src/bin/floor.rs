@@ -3,18 +3,22 @@
 //! (no thread per connection, no batching tricks a Python loop could not use).
 //! The least CPU per request any event loop can hope for on these workloads.
 //!
-//!   floor --proto tcp|unix|udp [--addr ADDR] [--http]
+//!   floor --proto tcp|unix|udp [--addr ADDR] [--http] [--tls --cert PEM --key PEM]
 //!
 //! Echoes every byte (every datagram for udp) back. With --http (tcp only) it
 //! answers each request head ("\r\n\r\n"-terminated, no body) with a keep-alive
-//! 'Hello, World!' response instead. Prints {"addr": ...} on stdout when
-//! listening, then serves until killed.
+//! 'Hello, World!' response instead. With --tls (tcp only) every connection
+//! is a rustls server connection (ring provider) and the same is done on the
+//! plaintext; a close_notify is answered with one and the socket closed.
+//! Prints {"addr": ...} on stdout when listening, then serves until killed.
 
+use ferroloop_loadgen::tls::{flush_tls, pump_in};
 use ferroloop_loadgen::*;
 use std::io::{self, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::sync::Arc;
 
 const LISTENER: u64 = u64::MAX;
 const HTTP_RESPONSE: &[u8] =
@@ -23,15 +27,35 @@ const HTTP_RESPONSE: &[u8] =
 #[derive(Default)]
 struct Conn {
     inbuf: Vec<u8>,  // http: bytes of an incomplete request head
-    out: Vec<u8>,    // bytes the socket did not take yet
+    out: Vec<u8>,    // bytes the socket did not take yet (plain); decrypted bytes to answer (tls)
     waiting_out: bool,
+    tls: Option<rustls::ServerConnection>,
+    closing: bool, // tls: the peer's close_notify came and ours is being flushed
 }
 
 struct Server {
     ep: Epoll,
     conns: Vec<Option<Conn>>, // indexed by fd
     scratch: AlignedBuf,
+    plain: AlignedBuf, // tls: decrypted bytes
     http: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Appends the answer to `data` to `out`: the data itself (echo), or one
+/// response per complete request head in `inbuf` + `data` (http).
+fn answer(http: bool, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, data: &[u8]) {
+    if http {
+        inbuf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(p) = inbuf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+            start += p + 4;
+            out.extend_from_slice(HTTP_RESPONSE);
+        }
+        inbuf.drain(..start);
+    } else {
+        out.extend_from_slice(data);
+    }
 }
 
 impl Server {
@@ -44,6 +68,21 @@ impl Server {
     /// Writes what the connection owes; waits for EPOLLOUT (and stops reading) while any is left.
     fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
         let c = self.conns[fd as usize].as_mut().unwrap();
+        if let Some(t) = c.tls.as_mut() {
+            let done = match flush_tls(&mut **t, fd) {
+                Ok(d) => d,
+                Err(_) => return Ok(false),
+            };
+            if done && c.closing {
+                return Ok(false); // our close_notify is out: drop the connection
+            }
+            let need_out = !done;
+            if need_out != c.waiting_out {
+                c.waiting_out = need_out;
+                self.ep.modify(fd, if need_out { OUT } else { IN }, fd as u64)?;
+            }
+            return Ok(true);
+        }
         let mut off = 0;
         while off < c.out.len() {
             match write(fd, &c.out[off..]) {
@@ -61,7 +100,41 @@ impl Server {
         Ok(true)
     }
 
+    fn on_readable_tls(&mut self, fd: RawFd) -> io::Result<()> {
+        let http = self.http;
+        let c = self.conns[fd as usize].as_mut().unwrap();
+        let t = c.tls.as_mut().unwrap();
+        let (inbuf, out) = (&mut c.inbuf, &mut c.out);
+        let res = pump_in(&mut **t, fd, &mut self.scratch, &mut self.plain, |p| {
+            answer(http, inbuf, out, p);
+            Ok(())
+        });
+        let Ok(peer_done) = res else {
+            self.drop_conn(fd);
+            return Ok(());
+        };
+        if !c.out.is_empty() {
+            let res = t.writer().write_all(&c.out);
+            c.out.clear();
+            if res.is_err() {
+                self.drop_conn(fd); // the connection is closed for writing
+                return Ok(());
+            }
+        }
+        if peer_done {
+            t.send_close_notify();
+            c.closing = true;
+        }
+        if !self.flush(fd)? {
+            self.drop_conn(fd);
+        }
+        Ok(())
+    }
+
     fn on_readable(&mut self, fd: RawFd) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.on_readable_tls(fd);
+        }
         let n = match read(fd, &mut self.scratch) {
             Ok(0) => return Ok(self.drop_conn(fd)),
             Ok(n) => n,
@@ -69,17 +142,7 @@ impl Server {
             Err(_) => return Ok(self.drop_conn(fd)),
         };
         let c = self.conns[fd as usize].as_mut().unwrap();
-        if self.http {
-            c.inbuf.extend_from_slice(&self.scratch[..n]);
-            let mut start = 0;
-            while let Some(p) = c.inbuf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-                start += p + 4;
-                c.out.extend_from_slice(HTTP_RESPONSE);
-            }
-            c.inbuf.drain(..start);
-        } else {
-            c.out.extend_from_slice(&self.scratch[..n]);
-        }
+        answer(self.http, &mut c.inbuf, &mut c.out, &self.scratch[..n]);
         if !self.flush(fd)? {
             self.drop_conn(fd);
         }
@@ -87,10 +150,17 @@ impl Server {
     }
 }
 
-fn serve_stream(listen_fd: RawFd, http: bool) -> io::Result<()> {
+fn serve_stream(listen_fd: RawFd, http: bool, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     raise_nofile();
     set_nonblocking(listen_fd)?;
-    let mut s = Server { ep: Epoll::new(1024)?, conns: Vec::new(), scratch: AlignedBuf::new(256 * 1024, 0), http };
+    let mut s = Server {
+        ep: Epoll::new(1024)?,
+        conns: Vec::new(),
+        scratch: AlignedBuf::new(256 * 1024, 0),
+        plain: AlignedBuf::new(64 * 1024, 0),
+        http,
+        tls,
+    };
     s.ep.add(listen_fd, IN, LISTENER)?;
     loop {
         for (ev, token) in s.ep.wait(-1)? {
@@ -111,7 +181,14 @@ fn serve_stream(listen_fd: RawFd, http: bool) -> io::Result<()> {
                     if s.conns.len() <= fd as usize {
                         s.conns.resize_with(fd as usize + 1, || None);
                     }
-                    s.conns[fd as usize] = Some(Conn::default());
+                    let mut conn = Conn::default();
+                    if let Some(cfg) = &s.tls {
+                        let mut t = rustls::ServerConnection::new(cfg.clone())
+                            .map_err(|e| io::Error::other(format!("TLS server: {e}")))?;
+                        t.set_buffer_limit(None);
+                        conn.tls = Some(t);
+                    }
+                    s.conns[fd as usize] = Some(conn);
                     s.ep.add(fd, IN, fd as u64)?;
                 }
                 continue;
@@ -158,12 +235,22 @@ fn main() {
     let args = Args::from_env();
     let proto = args.get("--proto").unwrap_or("tcp");
     let http = args.flag("--http");
+    let tls = if args.flag("--tls") {
+        if proto != "tcp" {
+            die("--tls needs --proto tcp");
+        }
+        let cert = args.get("--cert").unwrap_or_else(|| die("--tls needs --cert PEM"));
+        let key = args.get("--key").unwrap_or_else(|| die("--tls needs --key PEM"));
+        Some(ferroloop_loadgen::tls::server_config(cert, key).unwrap_or_else(|e| die(&e.to_string())))
+    } else {
+        None
+    };
     let res = match proto {
         "tcp" => {
             let l = TcpListener::bind(args.get("--addr").unwrap_or("127.0.0.1:0")).unwrap_or_else(|e| die(&e.to_string()));
             println!("{{\"addr\": \"{}\"}}", l.local_addr().unwrap());
             io::stdout().flush().unwrap();
-            serve_stream(l.into_raw_fd(), http)
+            serve_stream(l.into_raw_fd(), http, tls)
         }
         "unix" => {
             let path = args.get("--addr").unwrap_or_else(|| die("unix needs --addr PATH"));
@@ -171,7 +258,7 @@ fn main() {
             let l = UnixListener::bind(path).unwrap_or_else(|e| die(&e.to_string()));
             println!("{{\"addr\": \"{path}\"}}");
             io::stdout().flush().unwrap();
-            serve_stream(l.into_raw_fd(), http)
+            serve_stream(l.into_raw_fd(), http, None)
         }
         "udp" => {
             let s = UdpSocket::bind(args.get("--addr").unwrap_or("127.0.0.1:0")).unwrap_or_else(|e| die(&e.to_string()));

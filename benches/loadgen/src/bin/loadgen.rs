@@ -1,12 +1,22 @@
 //! The load client of benches/net.py: one thread, one epoll, nonblocking sockets.
 //!
 //!   loadgen echo --proto tcp|unix|udp --addr ADDR --conns N --size BYTES
-//!                --duration SECS [--warmup SECS] [--server-pid PID]
+//!                --duration SECS [--warmup SECS] [--server-pid PID] [--tls --ca PEM]
 //!       N connections (connected UDP sockets for udp), each doing request ->
 //!       response ping-pong: send SIZE bytes, wait until SIZE bytes came back,
 //!       check them, send the next. After --warmup seconds the measured window
 //!       of --duration seconds starts; the server's CPU time (utime + stime of
 //!       /proc/PID/stat) is read at both ends of that window. Prints one JSON line.
+//!       With --tls (tcp only) every connection is a rustls client trusting the
+//!       CA in --ca; the handshakes are done before the warm-up starts.
+//!
+//!   loadgen handshake --addr HOST:PORT --ca PEM --conns N [--size 16]
+//!                     --duration SECS [--warmup SECS] [--server-pid PID]
+//!       N connections in parallel, each in a cycle: TCP connect, a full TLS
+//!       handshake (rustls, no session resumption), one SIZE-byte message and
+//!       its echo, close_notify, wait for the server's close_notify (or EOF),
+//!       close. Counts completed cycles ("requests") like echo does, so the
+//!       server CPU per request is its CPU per TLS connection served.
 //!
 //!   loadgen hold --addr HOST:PORT --conns N [--inflight 64]
 //!       Opens N TCP connections (at most --inflight handshakes at once), sends
@@ -14,6 +24,7 @@
 //!       to be accepted and served by the server. Prints one JSON line, then
 //!       holds them all, idle, until its stdin is closed.
 
+use ferroloop_loadgen::tls::{self, flush_tls, pump_in};
 use ferroloop_loadgen::*;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -32,6 +43,7 @@ struct Conn {
     seq: u64,
     want_out: bool,
     sent_at: Instant,
+    tls: Option<rustls::ClientConnection>,
 }
 
 fn stamp(buf: &mut [u8], seq: u64) {
@@ -78,8 +90,35 @@ fn connect(proto: &str, addr: &str) -> io::Result<RawFd> {
     }
 }
 
+/// A blocking TCP connect and TLS handshake, then the socket goes nonblocking.
+fn tls_connect(
+    addr: &str,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+) -> io::Result<(RawFd, rustls::ClientConnection)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut c = tls::new_client(cfg, &tls::server_name(addr)?)?;
+    while c.is_handshaking() {
+        c.complete_io(&mut s)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok((s.into_raw_fd(), c))
+}
+
 /// Sends what is left of the current request; switches EPOLLOUT interest as needed.
 fn push(ep: &Epoll, c: &mut Conn, token: u64, udp: bool) -> io::Result<()> {
+    if let Some(t) = c.tls.as_mut() {
+        if c.sent < c.send.len() {
+            t.writer().write_all(&c.send[c.sent..])?; // buffered and encrypted by rustls
+            c.sent = c.send.len();
+        }
+        let need_out = !flush_tls(&mut **t, c.fd)?;
+        if need_out != c.want_out {
+            ep.modify(c.fd, if need_out { IN | OUT } else { IN }, token)?;
+            c.want_out = need_out;
+        }
+        return Ok(());
+    }
     while c.sent < c.send.len() {
         match write(c.fd, &c.send[c.sent..]) {
             Ok(n) => c.sent += if udp { c.send.len() } else { n },
@@ -116,12 +155,28 @@ fn echo(args: &Args) -> io::Result<()> {
     if size == 0 || (udp && size > 65000) {
         die("bad --size");
     }
+    let tls_cfg = if args.flag("--tls") {
+        if proto != "tcp" {
+            die("--tls needs --proto tcp");
+        }
+        Some(tls::client_config(args.get("--ca").unwrap_or_else(|| die("--tls needs --ca PEM")))?)
+    } else {
+        None
+    };
     raise_nofile();
 
     let mut ep = Epoll::new(1024)?;
     let mut cs: Vec<Conn> = Vec::with_capacity(conns);
+    let mut net = AlignedBuf::new(256 * 1024, 0);
+    let mut plain = AlignedBuf::new(64 * 1024, 0);
     for i in 0..conns {
-        let fd = connect(&proto, &addr)?;
+        let (fd, tls_conn) = match &tls_cfg {
+            Some(cfg) => {
+                let (fd, c) = tls_connect(&addr, cfg)?;
+                (fd, Some(c))
+            }
+            None => (connect(&proto, &addr)?, None),
+        };
         ep.add(fd, IN, i as u64)?;
         cs.push(Conn {
             fd,
@@ -133,6 +188,7 @@ fn echo(args: &Args) -> io::Result<()> {
             seq: (i as u64) << 40,
             want_out: false,
             sent_at: Instant::now(),
+            tls: tls_conn,
         });
     }
     for (i, c) in cs.iter_mut().enumerate() {
@@ -167,6 +223,38 @@ fn echo(args: &Args) -> io::Result<()> {
                 push(&ep, c, token, udp)?;
             }
             if ev & IN == 0 {
+                continue;
+            }
+            if let Some(t) = c.tls.as_mut() {
+                let (recv, recvd) = (&mut c.recv, &mut c.recvd);
+                let closed = pump_in(&mut **t, c.fd, &mut net, &mut plain, |p| {
+                    if *recvd + p.len() > size {
+                        return Err(io::Error::other("the server sent more bytes than it was sent"));
+                    }
+                    recv[*recvd..*recvd + p.len()].copy_from_slice(p);
+                    *recvd += p.len();
+                    Ok(())
+                })
+                .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
+                if closed {
+                    return Err(io::Error::other(format!("connection {i}: closed by the server")));
+                }
+                if c.recvd < size {
+                    if t.wants_write() {
+                        c.sent = c.send.len();
+                        push(&ep, c, token, false)?; // e.g. a key update's answer
+                    }
+                    continue;
+                }
+                if !stamped(&c.recv[..size], c.seq) {
+                    return Err(io::Error::other(format!("connection {i}: echo does not match request")));
+                }
+                if measuring {
+                    done += 1;
+                } else {
+                    warm_done += 1;
+                }
+                start_request(&ep, c, token, false)?;
                 continue;
             }
             loop {
@@ -230,8 +318,9 @@ fn echo(args: &Args) -> io::Result<()> {
     println!(
         "{{\"requests\": {done}, \"seconds\": {secs:.4}, \"rps\": {:.1}, \"server_cpu\": {server_cpu}, \
          \"client_cpu\": {cli:.4}, \"warmup_requests\": {warm_done}, \"resends\": {resends}, \
-         \"conns\": {conns}, \"size\": {size}}}",
-        done as f64 / secs
+         \"conns\": {conns}, \"size\": {size}, \"tls\": {}}}",
+        done as f64 / secs,
+        tls_cfg.is_some()
     );
     Ok(())
 }
@@ -339,12 +428,222 @@ fn hold(args: &Args) -> io::Result<()> {
     Ok(())
 }
 
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Hs {
+    Connecting,
+    Handshaking,
+    Echoing,
+    Closing,
+}
+
+struct HsConn {
+    fd: RawFd,
+    tls: rustls::ClientConnection,
+    state: Hs,
+    recvd: usize,
+    seq: u64,
+    want_out: bool,
+    started: Instant,
+}
+
+const HS_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn hs_open(
+    ep: &Epoll,
+    addr: &SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    name: &rustls::pki_types::ServerName<'static>,
+    token: u64,
+    seq: u64,
+) -> io::Result<HsConn> {
+    let fd = tcp_connect_nonblocking(addr)?;
+    let one: libc::c_int = 1;
+    // SAFETY: TCP_NODELAY on our own socket, as the echo connections have it.
+    unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&one as *const i32).cast(), 4) };
+    ep.add(fd, OUT, token)?;
+    Ok(HsConn {
+        fd,
+        tls: tls::new_client(cfg, name)?,
+        state: Hs::Connecting,
+        recvd: 0,
+        seq,
+        want_out: true,
+        started: Instant::now(),
+    })
+}
+
+/// Flushes the connection's TLS records and sets its epoll interest to IN (+ OUT while any are left).
+fn hs_flush(ep: &Epoll, c: &mut HsConn, token: u64) -> io::Result<()> {
+    let need_out = !flush_tls(&mut *c.tls, c.fd)?;
+    if need_out != c.want_out {
+        ep.modify(c.fd, if need_out { IN | OUT } else { IN }, token)?;
+        c.want_out = need_out;
+    }
+    Ok(())
+}
+
+fn handshake(args: &Args) -> io::Result<()> {
+    let addr_s = args.get("--addr").unwrap_or_else(|| die("--addr is required")).to_string();
+    let addr = addr_s.to_socket_addrs()?.next().unwrap_or_else(|| die("bad --addr"));
+    let conns: usize = args.num("--conns", 10);
+    let size: usize = args.num("--size", 16);
+    let duration: f64 = args.num("--duration", 3.0);
+    let warmup: f64 = args.num("--warmup", 0.5);
+    let server_pid: u32 = args.num("--server-pid", 0);
+    let cfg = tls::client_config(args.get("--ca").unwrap_or_else(|| die("--ca PEM is required")))?;
+    let name = tls::server_name(&addr_s)?;
+    if size == 0 {
+        die("bad --size");
+    }
+    raise_nofile();
+
+    let mut ep = Epoll::new(1024)?;
+    let mut send = AlignedBuf::new(size, 0xA5);
+    let mut recv: Vec<AlignedBuf> = (0..conns).map(|_| AlignedBuf::new(size, 0)).collect();
+    let mut net = AlignedBuf::new(64 * 1024, 0);
+    let mut plain = AlignedBuf::new(16 * 1024, 0);
+    let mut seq = 0u64;
+    let mut cs: Vec<HsConn> = Vec::with_capacity(conns);
+    for i in 0..conns {
+        seq += 1;
+        cs.push(hs_open(&ep, &addr, &cfg, &name, i as u64, seq)?);
+    }
+
+    let begin = Instant::now();
+    let warm_end = begin + Duration::from_secs_f64(warmup);
+    let end = warm_end + Duration::from_secs_f64(duration);
+    let mut measuring = false;
+    let (mut done, mut warm_done, mut unclean) = (0u64, 0u64, 0u64);
+    let (mut t0, mut srv0, mut cli0) = (begin, None, 0.0);
+    let mut last_check = begin;
+    loop {
+        let now = Instant::now();
+        if !measuring && now >= warm_end {
+            measuring = true;
+            srv0 = if server_pid != 0 { proc_cpu_seconds(server_pid) } else { None };
+            cli0 = self_cpu_seconds();
+            t0 = Instant::now();
+        }
+        if now >= end {
+            break;
+        }
+        if now - last_check > Duration::from_secs(1) {
+            last_check = now;
+            for (i, c) in cs.iter().enumerate() {
+                if now - c.started > HS_TIMEOUT {
+                    return Err(io::Error::other(format!("connection {i}: stuck in {:?} for 10 s", c.state)));
+                }
+            }
+        }
+        let left_ms = ((end - now).as_secs_f64() * 1000.0).ceil() as i32;
+        for (ev, token) in ep.wait(left_ms.clamp(1, 50))? {
+            let i = token as usize;
+            let c = &mut cs[i];
+            if c.state == Hs::Connecting {
+                let mut err: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: err/len are valid out-parameters.
+                unsafe {
+                    libc::getsockopt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut i32).cast(), &mut len)
+                };
+                if err != 0 {
+                    return Err(io::Error::other(format!("connect: {}", io::Error::from_raw_os_error(err))));
+                }
+                if ev & OUT == 0 {
+                    continue;
+                }
+                c.state = Hs::Handshaking;
+                c.want_out = true;
+                hs_flush(&ep, c, token)?; // the ClientHello
+                continue;
+            }
+            if ev & OUT != 0 {
+                hs_flush(&ep, c, token)?;
+            }
+            if ev & (IN | libc::EPOLLHUP as u32 | libc::EPOLLERR as u32) == 0 {
+                continue;
+            }
+            let buf = &mut recv[i];
+            let recvd = &mut c.recvd;
+            let closing = c.state == Hs::Closing;
+            let res = pump_in(&mut *c.tls, c.fd, &mut net, &mut plain, |p| {
+                if closing {
+                    return Ok(()); // nothing more is expected; ignore it
+                }
+                if *recvd + p.len() > size {
+                    return Err(io::Error::other("the server sent more bytes than it was sent"));
+                }
+                buf[*recvd..*recvd + p.len()].copy_from_slice(p);
+                *recvd += p.len();
+                Ok(())
+            });
+            let peer_done = match res {
+                Ok(d) => d,
+                Err(_) if closing => {
+                    unclean += 1; // e.g. a reset after our close_notify: the cycle itself completed
+                    true
+                }
+                Err(e) => return Err(io::Error::other(format!("connection {i} ({:?}): {e}", c.state))),
+            };
+            if c.state == Hs::Closing {
+                if peer_done {
+                    close(c.fd);
+                    seq += 1;
+                    *c = hs_open(&ep, &addr, &cfg, &name, token, seq)?;
+                } else {
+                    hs_flush(&ep, c, token)?;
+                }
+                continue;
+            }
+            if peer_done {
+                return Err(io::Error::other(format!("connection {i}: closed by the server in {:?}", c.state)));
+            }
+            if c.state == Hs::Handshaking && !c.tls.is_handshaking() {
+                stamp(&mut send, c.seq);
+                c.tls.writer().write_all(&send)?;
+                c.state = Hs::Echoing;
+            }
+            if c.state == Hs::Echoing && c.recvd == size {
+                if !stamped(&recv[i], c.seq) {
+                    return Err(io::Error::other(format!("connection {i}: echo does not match request")));
+                }
+                if measuring {
+                    done += 1;
+                } else {
+                    warm_done += 1;
+                }
+                c.tls.send_close_notify();
+                c.state = Hs::Closing;
+            }
+            hs_flush(&ep, c, token)?;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let srv1 = if server_pid != 0 { proc_cpu_seconds(server_pid) } else { None };
+    let cli = self_cpu_seconds() - cli0;
+    for c in &cs {
+        close(c.fd);
+    }
+    let server_cpu = match (srv0, srv1) {
+        (Some(a), Some(b)) => format!("{:.4}", b - a),
+        _ => "null".into(),
+    };
+    println!(
+        "{{\"requests\": {done}, \"seconds\": {secs:.4}, \"rps\": {:.1}, \"server_cpu\": {server_cpu}, \
+         \"client_cpu\": {cli:.4}, \"warmup_requests\": {warm_done}, \"resends\": 0, \"unclean_closes\": {unclean}, \
+         \"conns\": {conns}, \"size\": {size}, \"tls\": true}}",
+        done as f64 / secs
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Args::from_env();
     let res = match args.positional(0) {
         Some("echo") => echo(&args),
         Some("hold") => hold(&args),
-        _ => die("usage: loadgen echo|hold [options] (see the source header)"),
+        Some("handshake") => handshake(&args),
+        _ => die("usage: loadgen echo|hold|handshake [options] (see the source header)"),
     };
     if let Err(e) = res {
         eprintln!("loadgen: {e}");
