@@ -364,7 +364,10 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
 _NO_PIDFD = (errno.ENOSYS, errno.EPERM, errno.EACCES)
 
 
-class _SubprocessTransport(unix_events._UnixSubprocessTransport):  # type: ignore[misc]
+_UnixSubprocessTransport: Any = getattr(unix_events, "_UnixSubprocessTransport")
+
+
+class _SubprocessTransport(_UnixSubprocessTransport):
     """asyncio's Unix subprocess transport, which may be handed a process
     already started (in a thread, see `_make_subprocess_transport`)."""
 
