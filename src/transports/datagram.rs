@@ -74,8 +74,8 @@ impl LostWrites for DatagramTransport {
 }
 
 impl FlowControlled for DatagramTransport {
-    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
-        (&self.marks, self.queued_size, &mut self.protocol_paused)
+    fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
+        (&mut self.marks, self.queued_size, &mut self.protocol_paused)
     }
 }
 
@@ -541,9 +541,7 @@ impl DatagramTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let marks = WaterMarks::from_args(high, low)?;
-        slf.borrow_mut().marks = marks;
-        maybe_pause_protocol(slf)
+        super::flow::set_write_buffer_limits(slf, high, low)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {

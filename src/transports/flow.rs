@@ -87,7 +87,19 @@ impl WaterMarks {
 pub trait FlowControlled: Core {
     /// The marks, the buffered size they are compared with, and whether the
     /// protocol is paused.
-    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool);
+    fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool);
+}
+
+/// `set_write_buffer_limits(high, low)`: new marks, then pause at once if
+/// the buffer is already above the new high mark.
+pub fn set_write_buffer_limits<T: FlowControlled>(
+    slf: &Bound<'_, T>,
+    high: Option<&Bound<'_, PyAny>>,
+    low: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let marks = WaterMarks::from_args(high, low)?;
+    *slf.borrow_mut().flow().0 = marks;
+    maybe_pause_protocol(slf)
 }
 
 /// `_maybe_pause_protocol`: `pause_writing()` once the buffer is above the

@@ -346,8 +346,8 @@ impl LostWrites for WritePipeTransport {
 }
 
 impl FlowControlled for WritePipeTransport {
-    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
-        (&self.marks, self.wbuf.len(), &mut self.protocol_paused)
+    fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
+        (&mut self.marks, self.wbuf.len(), &mut self.protocol_paused)
     }
 }
 
@@ -484,7 +484,6 @@ impl WritePipeTransport {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
         let len = data.len()?;
         if len == 0 {
             return Ok(());
@@ -500,7 +499,7 @@ impl WritePipeTransport {
         let bytes: &[u8] = match data.cast::<PyBytes>() {
             Ok(b) => b.as_bytes(),
             Err(_) => {
-                owned = pyo3::buffer::PyBuffer::<u8>::get(data)?.to_vec(py)?;
+                owned = crate::py::buffer_bytes(data)?;
                 &owned
             }
         };
@@ -521,13 +520,7 @@ impl WritePipeTransport {
             }
             set_watching(slf, Side::Write, true)?;
         }
-        {
-            let mut t = slf.borrow_mut();
-            match data.cast::<PyBytes>() {
-                Ok(b) => t.wbuf.push_bytes_rest(py, b.clone().unbind(), sent),
-                Err(_) => t.wbuf.push_copy(&bytes[sent..]),
-            }
-        }
+        slf.borrow_mut().wbuf.push_rest(data, bytes, sent);
         maybe_pause_protocol(slf)
     }
 
@@ -582,9 +575,7 @@ impl WritePipeTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let marks = WaterMarks::from_args(high, low)?;
-        slf.borrow_mut().marks = marks;
-        maybe_pause_protocol(slf)
+        super::flow::set_write_buffer_limits(slf, high, low)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {

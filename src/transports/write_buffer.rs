@@ -64,6 +64,17 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Shared(b));
     }
 
+    /// Queues what the kernel did not take of a write: `bytes` is the
+    /// content of `data`, whose first `sent` bytes went out. A `bytes`
+    /// object is kept by reference; anything else is copied, since its
+    /// owner may change it once `write` returns.
+    pub fn push_rest(&mut self, data: &Bound<'_, PyAny>, bytes: &[u8], sent: usize) {
+        match data.cast::<PyBytes>() {
+            Ok(b) => self.push_bytes_rest(data.py(), b.clone().unbind(), sent),
+            Err(_) => self.push_copy(&bytes[sent..]),
+        }
+    }
+
     pub fn push_copy(&mut self, data: &[u8]) {
         if !data.is_empty() {
             self.len += data.len();

@@ -17,7 +17,7 @@
 mod read;
 mod write;
 
-use super::flow::{maybe_pause_protocol, FlowControlled, WaterMarks};
+use super::flow::{FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
 use super::{face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites};
 use crate::errors;
@@ -71,8 +71,8 @@ impl LostWrites for StreamTransport {
 }
 
 impl FlowControlled for StreamTransport {
-    fn flow(&mut self) -> (&WaterMarks, usize, &mut bool) {
-        (&self.marks, self.wbuf.len(), &mut self.protocol_paused)
+    fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
+        (&mut self.marks, self.wbuf.len(), &mut self.protocol_paused)
     }
 }
 
@@ -412,9 +412,7 @@ impl StreamTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let marks = WaterMarks::from_args(high, low)?;
-        slf.borrow_mut().marks = marks;
-        maybe_pause_protocol(slf)
+        super::flow::set_write_buffer_limits(slf, high, low)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {

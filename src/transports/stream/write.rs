@@ -14,15 +14,6 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use rustix::io::Errno;
 use rustix::net::{SendFlags, Shutdown};
 
-/// The bytes of a bytes-like object, for the duration of `f`.
-fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
-    }
-    let v = crate::py::buffer_bytes(data)?;
-    Ok(f(&v))
-}
-
 impl StreamTransport {
     pub(super) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let is_bytes = data.is_instance_of::<PyBytes>();
@@ -47,12 +38,18 @@ impl StreamTransport {
             let t = slf.borrow();
             (t.fd, !t.wbuf.is_empty())
         };
+        // Converted once: sent from, and queued from, the same bytes.
+        let owned: Vec<u8>;
+        let bytes: &[u8] = match data.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                owned = crate::py::buffer_bytes(data)?;
+                &owned
+            }
+        };
         let mut sent = 0;
         if !queued {
-            let res = with_bytes(data, |b| {
-                rustix::net::send(borrow_raw(fd), b, SendFlags::empty())
-            })?;
-            match res {
+            match rustix::net::send(borrow_raw(fd), bytes, SendFlags::empty()) {
                 Ok(n) if n == len => return Ok(()),
                 Ok(n) => sent = n,
                 Err(Errno::AGAIN | Errno::INTR) => {}
@@ -66,16 +63,7 @@ impl StreamTransport {
             }
             set_watching(slf, Side::Write, true)?;
         }
-        {
-            let mut t = slf.borrow_mut();
-            match data.cast::<PyBytes>() {
-                Ok(b) => t.wbuf.push_bytes_rest(slf.py(), b.clone().unbind(), sent),
-                Err(_) => {
-                    let v = crate::py::buffer_bytes(data)?;
-                    t.wbuf.push_copy(&v[sent..]);
-                }
-            }
-        }
+        slf.borrow_mut().wbuf.push_rest(data, bytes, sent);
         maybe_pause_protocol(slf)
     }
 
