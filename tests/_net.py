@@ -183,6 +183,18 @@ def listening_socket(host="127.0.0.1", family=socket.AF_INET):
         s.close()
 
 
+def outcome(factory, make_coro):
+    """Runs make_coro() on a fresh loop from `factory`: ('ok', result) or
+    (exception type, str)."""
+    loop = factory()
+    try:
+        return "ok", loop.run_until_complete(make_coro())
+    except Exception as exc:
+        return type(exc), str(exc)
+    finally:
+        loop.close()
+
+
 def skip_asyncio_bug(loop_name: str, condition: bool, what: str) -> None:
     """Skips the asyncio run of a test where this interpreter's asyncio is
     itself broken; ferroloop is still held to the correct behaviour."""

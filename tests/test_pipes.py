@@ -20,7 +20,7 @@ import logging
 import os
 
 import pytest
-from _net import Recorder, no_fd_leak  # noqa: F401
+from _net import Recorder, no_fd_leak, outcome  # noqa: F401
 from conftest import run
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
@@ -74,17 +74,6 @@ class Writer(asyncio.Protocol):
     def connection_lost(self, exc):
         self.events.append("lost")
         self.lost.set_result(exc)
-
-
-def outcome(factory, make_coro):
-    """Runs make_coro() on a fresh loop: ('ok', result) or (type, str)."""
-    loop = factory()
-    try:
-        return "ok", loop.run_until_complete(make_coro())
-    except Exception as exc:
-        return type(exc), str(exc)
-    finally:
-        loop.close()
 
 
 # --- the read side ------------------------------------------------------------------

@@ -35,7 +35,7 @@ import warnings
 import pytest
 
 import ferroloop._loop
-from _net import no_fd_leak, open_fds, skip_asyncio_bug  # noqa: F401
+from _net import no_fd_leak, open_fds, outcome, skip_asyncio_bug  # noqa: F401
 from conftest import run
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
@@ -86,18 +86,6 @@ def no_child_left():
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
         pytest.fail(f"child processes left behind (running or zombie): {left}")
-
-
-def outcome(factory, make_coro):
-    """Runs make_coro() on a fresh loop from `factory`: ('ok', result) or
-    (exception type, str)."""
-    loop = factory()
-    try:
-        return "ok", loop.run_until_complete(make_coro())
-    except Exception as exc:
-        return type(exc), str(exc)
-    finally:
-        loop.close()
 
 
 class Recording(asyncio.SubprocessProtocol):
