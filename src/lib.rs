@@ -23,6 +23,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::datagram::DatagramTransport>()?;
+    m.add_class::<transports::tls::TlsProtocol>()?;
     m.add_class::<transports::pipes::ReadPipeTransport>()?;
     m.add_class::<transports::pipes::WritePipeTransport>()?;
     m.add_function(wrap_pyfunction!(process::watch_child, m)?)?;

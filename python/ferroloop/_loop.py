@@ -24,6 +24,11 @@ import threading
 import time
 import warnings
 import weakref
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    ssl = None  # type: ignore[assignment]
 from asyncio import base_events, constants, events, selector_events, sslproto, unix_events
 from typing import Any
 
@@ -248,11 +253,10 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
     ):
-        # NOTE: TLS runs in asyncio's own sslproto (a BufferedProtocol over
-        # ssl.MemoryBIO) on top of the native socket transport, as in
-        # asyncio's selector loop; a Rust TLS layer is issue 5's work.
+        # The TLS layer is native (src/transports/tls/), asyncio's
+        # SSLProtocol state machine over the user's SSLContext.
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _transports.SSLProtocol(
             self,
             protocol,
             sslcontext,
@@ -263,6 +267,53 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Upgrade transport to TLS: asyncio's, with the native TLS layer."""
+        if ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = _transports.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=False,
+        )
+        # Paused first, so that no data reaches the TLS layer before its
+        # connection_made() (asyncio's order).
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+        resume_cb = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            conmade_cb.cancel()
+            resume_cb.cancel()
+            raise
         return ssl_protocol._app_transport
 
     # --- subprocesses ------------------------------------------------------

@@ -17,7 +17,7 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import base_events, constants, trsock
+from asyncio import base_events, constants, sslproto, trsock
 from typing import Any
 
 from . import _ferroloop
@@ -391,3 +391,31 @@ class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
 
     def _call_connection_lost(self, exc) -> None:
         self._core._call_connection_lost(exc)
+
+
+class SSLProtocol(_ferroloop.TlsProtocol, asyncio.BufferedProtocol):
+    """asyncio's SSLProtocol, natively (src/transports/tls/): the TLS
+    layer between a stream transport and the application's protocol. A
+    BufferedProtocol, as asyncio's is, for transports that are not
+    ferroloop's; under ferroloop's own stream transport the ciphertext
+    goes straight from the socket into OpenSSL. Weak references and an
+    instance dict, as asyncio's has."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._get_app_transport()
+
+
+_SSLProtocolTransport: Any = getattr(sslproto, "_SSLProtocolTransport")
+
+
+class SSLTransport(_SSLProtocolTransport):
+    """The application's side of a TLS connection: asyncio's own
+    _SSLProtocolTransport (every method forwards to `_ssl_protocol`, here
+    the native SSLProtocol), with the write path shortened."""
+
+    def write(self, data) -> None:
+        self._ssl_protocol._write(data)
+
+    def _test__append_write_backlog(self, data) -> None:
+        # for asyncio's tests only
+        self._ssl_protocol._test__append_write_backlog(data)

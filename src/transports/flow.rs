@@ -17,31 +17,46 @@ pub struct WaterMarks {
 
 impl Default for WaterMarks {
     fn default() -> Self {
-        Self {
-            high: DEFAULT_HIGH as f64,
-            low: (DEFAULT_HIGH / 4) as f64,
-            given: None,
-        }
+        Self::with_high(DEFAULT_HIGH)
     }
 }
 
 impl WaterMarks {
+    /// `high`, and a quarter of it as the low mark.
+    pub fn with_high(high: usize) -> Self {
+        Self {
+            high: high as f64,
+            low: (high / 4) as f64,
+            given: None,
+        }
+    }
+
     /// `_set_write_buffer_limits(high, low)`, with its defaults and checks.
     pub fn from_args(
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        Self::from_args_default(high, low, DEFAULT_HIGH)
+    }
+
+    /// The same with another default high mark (sslproto's
+    /// `add_flowcontrol_defaults`).
+    pub fn from_args_default(
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+        default_high: usize,
+    ) -> PyResult<Self> {
         let py = match (high, low) {
             (Some(h), _) => h.py(),
             (None, Some(l)) => l.py(),
-            (None, None) => return Ok(Self::default()),
+            (None, None) => return Ok(Self::with_high(default_high)),
         };
         let high = high.filter(|h| !h.is_none()).cloned();
         let low = low.filter(|l| !l.is_none()).cloned();
         let four = 4i64.into_pyobject(py)?.into_any();
         let high = match (high, &low) {
             (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
+            (None, None) => default_high.into_pyobject(py)?.into_any(),
             (None, Some(l)) => four.mul(l)?,
         };
         let low = match low {
@@ -65,6 +80,11 @@ impl WaterMarks {
 
     pub fn above_high(&self, size: usize) -> bool {
         size as f64 > self.high
+    }
+
+    /// sslproto's comparison, where reaching the mark is enough.
+    pub fn at_or_above_high(&self, size: usize) -> bool {
+        size as f64 >= self.high
     }
 
     pub fn at_or_below_low(&self, size: usize) -> bool {

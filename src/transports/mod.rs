@@ -51,6 +51,7 @@ pub mod datagram;
 pub mod flow;
 pub mod pipes;
 pub mod stream;
+pub mod tls;
 pub mod write_buffer;
 
 use crate::event_loop::fds::Side;

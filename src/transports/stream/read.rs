@@ -7,6 +7,7 @@ use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::sys::borrow_raw;
+use crate::transports::tls::TlsProtocol;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -24,19 +25,22 @@ thread_local! {
 impl StreamTransport {
     pub(super) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (lost, buffered, protocol) = {
+        let (lost, buffered, protocol, tls) = {
             let t = slf.borrow();
             (
                 t.conn_lost > 0,
                 t.buffered,
                 t.protocol.as_ref().map(|p| p.clone_ref(py)),
+                t.tls.as_ref().map(|p| p.clone_ref(py)),
             )
         };
         let Some(protocol) = protocol.filter(|_| !lost) else {
             return Ok(());
         };
         let protocol = protocol.bind(py);
-        if buffered {
+        if let Some(tls) = tls {
+            Self::read_tls(slf, protocol, tls.bind(py))
+        } else if buffered {
             Self::read_into_buffer(slf, protocol)
         } else {
             Self::read_bytes(slf, protocol)
@@ -71,6 +75,57 @@ impl StreamTransport {
             return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
         }
         Ok(())
+    }
+
+    /// For ferroloop's TLS layer: the ciphertext goes from the scratch
+    /// buffer straight into its incoming BIO, with no buffer lent and no
+    /// Python call in between (`get_buffer`/`buffer_updated` natively).
+    fn read_tls(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        tls: &Bound<'_, TlsProtocol>,
+    ) -> PyResult<()> {
+        enum Got {
+            Fed,
+            Eof,
+            Again,
+            Os(Errno),
+            Failed(PyErr),
+        }
+        let fd = slf.borrow().fd;
+        let got = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
+                Ok((0, _)) => Got::Eof,
+                Ok((n, _)) => match TlsProtocol::feed(tls, &s[..n]) {
+                    Ok(()) => Got::Fed,
+                    Err(e) => Got::Failed(e),
+                },
+                Err(Errno::AGAIN | Errno::INTR) => Got::Again,
+                Err(e) => Got::Os(e),
+            }
+        });
+        let failed = match got {
+            Got::Again => return Ok(()),
+            Got::Eof => return Self::on_eof(slf, protocol),
+            Got::Os(e) => {
+                return Self::fatal(
+                    slf,
+                    errors::os_error(e.into()),
+                    "Fatal read error on socket transport",
+                )
+            }
+            Got::Failed(e) => e,
+            Got::Fed => match TlsProtocol::on_incoming(tls) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+        };
+        Self::fatal(
+            slf,
+            failed,
+            "Fatal error: protocol.buffer_updated() call failed.",
+        )
     }
 
     pub(super) fn read_into_buffer(

@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use rustix::net::{SendFlags, Shutdown};
 
 impl StreamTransport {
-    pub(super) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let is_bytes = data.is_instance_of::<PyBytes>();
         if !(is_bytes
             || data.is_instance_of::<PyByteArray>()

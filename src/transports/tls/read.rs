@@ -1,0 +1,394 @@
+//! The incoming flow: ciphertext into the incoming BIO, plaintext out to
+//! the application (`_do_read__copied` and `_do_read__buffered`), the
+//! peer's close_notify, and read flow control both ways.
+
+use super::{is_again, State, TlsProtocol};
+use crate::sys::ReadScratch;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use std::cell::RefCell;
+
+/// sslproto's `max_size`: the most a read asks OpenSSL for.
+const MAX_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    /// Where plaintext lands before it becomes one `bytes`. It lives as long
+    /// as the thread and never moves, which `lend` relies on.
+    static PLAIN: RefCell<ReadScratch> = RefCell::new(ReadScratch::new(MAX_SIZE));
+}
+
+/// Lends `len` bytes at `ptr` to Python as a memoryview for the duration
+/// of `f`, then releases the view.
+///
+/// # Safety
+/// `ptr..ptr+len` must stay allocated for as long as the current thread
+/// lives (the thread-local scratch buffers), and, if `writable`, nothing
+/// else may access it during `f`. The view is released afterwards; a
+/// callee that kept a buffer export of it (none of the ssl module's
+/// methods does) would see later contents of the same live memory.
+unsafe fn lend<'py, R>(
+    py: Python<'py>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+    f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<R>,
+) -> PyResult<R> {
+    let flags = if writable {
+        pyo3::ffi::PyBUF_WRITE
+    } else {
+        pyo3::ffi::PyBUF_READ
+    };
+    // SAFETY: the caller guarantees the memory is valid for the view's
+    // life (see above); we hold the GIL; the result is a new reference or
+    // NULL with an exception set.
+    let view = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyMemoryView_FromMemory(ptr.cast(), len as pyo3::ffi::Py_ssize_t, flags),
+        )?
+    };
+    let result = f(&view);
+    view.call_method0(pyo3::intern!(py, "release"))?;
+    result
+}
+
+/// Copies `data` into the BIO (`incoming.write(data)`) without making a
+/// `bytes` of it.
+fn bio_write(py: Python<'_>, bio: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<()> {
+    // SAFETY: `data` is only read (a read-only view) and outlives the call;
+    // MemoryBIO.write copies it and keeps no export.
+    unsafe {
+        lend(py, data.as_ptr().cast_mut(), data.len(), false, |view| {
+            bio.call_method1(pyo3::intern!(py, "write"), (view,))
+                .map(drop)
+        })
+    }
+}
+
+impl TlsProtocol {
+    /// Ciphertext read by a native stream transport: into the incoming
+    /// BIO, then on through the state machine (`buffer_updated`).
+    pub(crate) fn feed(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let incoming = slf.borrow().incoming.clone_ref(py);
+        bio_write(py, incoming.bind(py), data)
+    }
+
+    /// `get_buffer(n)` for a transport that is not native: a view of a
+    /// buffer of this protocol's own, as asyncio's.
+    pub(super) fn lend_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let want = if n <= 0 || n as usize > MAX_SIZE {
+            MAX_SIZE
+        } else {
+            n as usize
+        };
+        if let Some(v) = &slf.borrow().rx_view {
+            if v.bind(py).len()? >= want {
+                return Ok(v.clone_ref(py));
+            }
+        }
+        let buf = PyByteArray::new(py, &vec![0u8; want.max(MAX_SIZE)]);
+        let view = PyMemoryView::from(buf.as_any())?.into_any().unbind();
+        slf.borrow_mut().rx_view = Some(view.clone_ref(py));
+        Ok(view)
+    }
+
+    /// `buffer_updated(nbytes)`'s first step: the lent buffer's first
+    /// `nbytes` into the incoming BIO.
+    pub(super) fn take_lent(slf: &Bound<'_, Self>, nbytes: usize) -> PyResult<()> {
+        let py = slf.py();
+        let (view, incoming) = {
+            let t = slf.borrow();
+            (
+                t.rx_view.as_ref().map(|v| v.clone_ref(py)),
+                t.incoming.clone_ref(py),
+            )
+        };
+        let view = match view {
+            Some(v) => v.into_bound(py),
+            None => Self::lend_buffer(slf, -1)?.into_bound(py),
+        };
+        let part = view.get_item(pyo3::types::PySlice::new(py, 0, nbytes as isize, 1))?;
+        incoming
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "write"), (part,))?;
+        Ok(())
+    }
+
+    /// The rest of `buffer_updated`: what the new ciphertext means in the
+    /// current state.
+    pub(crate) fn on_incoming(slf: &Bound<'_, Self>) -> PyResult<()> {
+        match Self::state(slf) {
+            State::DoHandshake => Self::do_handshake(slf),
+            State::Wrapped => Self::do_read(slf),
+            State::Flushing => Self::do_flush(slf),
+            State::Shutdown => Self::do_shutdown(slf),
+            State::Unwrapped => Ok(()),
+        }
+    }
+
+    /// `_do_read`: plaintext to the application unless it paused reading,
+    /// then whatever OpenSSL has to send, then read flow control.
+    pub(super) fn do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if !matches!(Self::state(slf), State::Wrapped | State::Flushing) {
+            return Ok(());
+        }
+        let res = (|| {
+            let (paused, buffered) = {
+                let t = slf.borrow();
+                (t.app_reading_paused, t.app_buffered)
+            };
+            if !paused {
+                if buffered {
+                    Self::read_buffered(slf)?;
+                } else {
+                    Self::read_copied(slf)?;
+                }
+                if slf.borrow().backlog.is_empty() {
+                    Self::process_outgoing(slf)?;
+                } else {
+                    Self::do_write(slf)?;
+                }
+            }
+            Self::control_ssl_reading(slf)
+        })();
+        Self::fatal_on_exception(slf, res, "Fatal error on SSL protocol")
+    }
+
+    /// True when a read would only raise `SSLWantReadError`: the incoming
+    /// BIO is empty and OpenSSL holds no decrypted bytes. (Python's ssl
+    /// never enables read-ahead, so OpenSSL holds no undecrypted records
+    /// either once the BIO is drained.)
+    fn drained(
+        py: Python<'_>,
+        incoming: &Bound<'_, PyAny>,
+        raw: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let bio: usize = incoming.getattr(pyo3::intern!(py, "pending"))?.extract()?;
+        if bio > 0 {
+            return Ok(false);
+        }
+        let ssl: usize = raw.call_method0(pyo3::intern!(py, "pending"))?.extract()?;
+        Ok(ssl == 0)
+    }
+
+    /// `_do_read__copied`: everything OpenSSL can decrypt now, as one
+    /// `bytes` to `data_received`; then the peer's close_notify, if that
+    /// is what came.
+    fn read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (raw, incoming) = {
+            let t = slf.borrow();
+            (t.raw.clone_ref(py), t.incoming.clone_ref(py))
+        };
+        let (raw, incoming) = (raw.bind(py), incoming.bind(py));
+        let mut closed = false;
+        let mut collect = |scratch: &mut [u8]| -> PyResult<Option<Bound<'_, PyBytes>>> {
+            let cap = scratch.len();
+            let mut spill: Vec<u8> = Vec::new();
+            let mut off = 0;
+            loop {
+                if off == cap {
+                    spill.extend_from_slice(&scratch[..off]);
+                    off = 0;
+                }
+                let rest = &mut scratch[off..];
+                // SAFETY: the scratch is the thread's own buffer (or a local
+                // one that outlives the call), borrowed mutably here so
+                // nothing else touches it; SSLObject.read writes into the
+                // export and keeps none.
+                let got = unsafe {
+                    lend(py, rest.as_mut_ptr(), rest.len(), true, |view| {
+                        raw.call_method1(pyo3::intern!(py, "read"), (rest.len(), view))?
+                            .extract::<usize>()
+                    })
+                };
+                match got {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        off += n;
+                        if Self::drained(py, incoming, raw)? {
+                            break;
+                        }
+                    }
+                    Err(e) if is_again(py, &e)? => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(match (spill.is_empty(), off) {
+                (true, 0) => None,
+                (true, _) => Some(PyBytes::new(py, &scratch[..off])),
+                (false, _) => {
+                    spill.extend_from_slice(&scratch[..off]);
+                    Some(PyBytes::new(py, &spill))
+                }
+            })
+        };
+        let data = PLAIN.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => collect(&mut s[..]),
+            // Re-entered (an OpenSSL callback reading another connection):
+            // a buffer of its own.
+            Err(_) => collect(&mut vec![0u8; MAX_SIZE][..]),
+        })?;
+        if let Some(data) = data {
+            let app = slf.borrow().app_protocol(py);
+            if let Some(app) = app {
+                app.bind(py)
+                    .call_method1(pyo3::intern!(py, "data_received"), (data,))?;
+            }
+        }
+        if closed {
+            Self::call_eof_received(slf)?;
+            Self::start_shutdown(slf)?;
+        }
+        Ok(())
+    }
+
+    /// `_do_read__buffered`: decrypt straight into the application's
+    /// buffer.
+    fn read_buffered(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (raw, app) = {
+            let t = slf.borrow();
+            (t.raw.clone_ref(py), t.app_protocol(py))
+        };
+        let Some(app) = app else { return Ok(()) };
+        let (raw, app) = (raw.bind(py), app.bind(py));
+        let size = Self::read_buffer_size(slf)?;
+        let buf = app.call_method1(pyo3::intern!(py, "get_buffer"), (size,))?;
+        let wants = buf.len()?;
+        let mut offset = 0;
+        let mut count = 1;
+        let read = pyo3::intern!(py, "read");
+        let res = (|| -> PyResult<()> {
+            count = raw.call_method1(read, (wants, &buf))?.extract()?;
+            if count > 0 {
+                offset = count;
+                while offset < wants {
+                    let rest = buf.get_item(pyo3::types::PySlice::new(
+                        py,
+                        offset as isize,
+                        isize::MAX,
+                        1,
+                    ))?;
+                    count = raw.call_method1(read, (wants - offset, rest))?.extract()?;
+                    if count == 0 {
+                        return Ok(());
+                    }
+                    offset += count;
+                }
+                // The buffer is full: there may be more.
+                let loop_ = slf.borrow().loop_any(py);
+                loop_.call_method1(
+                    pyo3::intern!(py, "call_soon"),
+                    (slf.getattr(pyo3::intern!(py, "_do_read"))?,),
+                )?;
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {}
+            Err(e) if is_again(py, &e)? => {}
+            Err(e) => return Err(e),
+        }
+        if offset > 0 {
+            app.call_method1(pyo3::intern!(py, "buffer_updated"), (offset,))?;
+        }
+        if count == 0 {
+            Self::call_eof_received(slf)?;
+            Self::start_shutdown(slf)?;
+        }
+        Ok(())
+    }
+
+    /// `_call_eof_received`: the application hears of the peer's
+    /// close_notify once; keeping the connection open is not possible.
+    pub(super) fn call_eof_received(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let app = {
+            let mut t = slf.borrow_mut();
+            if t.app_state != super::AppState::ConMade {
+                return Ok(());
+            }
+            t.app_state = super::AppState::Eof;
+            t.app_protocol(py)
+        };
+        let Some(app) = app else { return Ok(()) };
+        let res = app
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "eof_received"))
+            .and_then(|keep| keep.is_truthy());
+        match res {
+            Ok(true) => {
+                crate::py::asyncio(py)?.logger.bind(py).call_method1(
+                    pyo3::intern!(py, "warning"),
+                    ("returning true from eof_received() has no effect when using ssl",),
+                )?;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) if super::stops_loop(py, &e) => Err(e),
+            Err(e) => {
+                let exc = e.into_value(py).into_bound(py).into_any();
+                Self::fatal_error(slf, &exc, "Error calling eof_received()")
+            }
+        }
+    }
+
+    pub(super) fn read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let py = slf.py();
+        let incoming = slf.borrow().incoming.clone_ref(py);
+        incoming
+            .bind(py)
+            .getattr(pyo3::intern!(py, "pending"))?
+            .extract()
+    }
+
+    /// `_control_ssl_reading`: pause the socket transport while too much
+    /// ciphertext waits in the incoming BIO.
+    pub(super) fn control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let size = Self::read_buffer_size(slf)?;
+        let call = {
+            let mut t = slf.borrow_mut();
+            if !t.ssl_reading_paused && t.incoming_marks.at_or_above_high(size) {
+                t.ssl_reading_paused = true;
+                Some("pause_reading")
+            } else if t.ssl_reading_paused && t.incoming_marks.at_or_below_low(size) {
+                t.ssl_reading_paused = false;
+                Some("resume_reading")
+            } else {
+                None
+            }
+        };
+        if let Some(method) = call {
+            if let Some(t) = slf.borrow().transport(py) {
+                t.bind(py).call_method0(method)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_resume_reading`: the application wants data again; what is
+    /// buffered comes in the next iteration.
+    pub(super) fn resume_app_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut t = slf.borrow_mut();
+            if !t.app_reading_paused {
+                return Ok(());
+            }
+            t.app_reading_paused = false;
+        }
+        let loop_ = slf.borrow().loop_any(py);
+        loop_.call_method1(
+            pyo3::intern!(py, "call_soon"),
+            (slf.getattr(pyo3::intern!(py, "_resume_app_reading"))?,),
+        )?;
+        Ok(())
+    }
+}
