@@ -8,8 +8,10 @@ messages, the TLS transport (extra info, write_eof, close with close_notify,
 abort, flow control, pause/resume reading), TLS 1.2 and 1.3, ALPN, SNI,
 mutual TLS, session resumption, and failures: an untrusted CA, a hostname
 mismatch, a handshake timeout on either side, a peer speaking garbage, a peer
-vanishing without close_notify. Last, 300 TLS connections in a row leave no
-descriptor and no transport alive.
+vanishing without close_notify. The native layer's less travelled paths:
+TLS inside TLS (buffers lent to a transport that is not a socket), a
+context's `sslobject_class`, a failing protocol, writes after close. Last,
+300 TLS connections in a row leave no descriptor and no transport alive.
 
 Certificates are made once per session with trustme; everything is loopback.
 No descriptor may outlive a test.
@@ -654,6 +656,124 @@ def test_garbage_from_the_server(loop, pki):
         await _echo_once(loop, pki)  # the loop keeps working
 
     run(loop, main())
+
+
+# --- the layer's less travelled paths ----------------------------------------------------------
+
+
+def test_tls_inside_tls(loop, pki):
+    """start_tls on a transport that already is TLS: the inner layer's
+    transport is the outer TLS transport, which lends it buffers
+    (get_buffer/buffer_updated) instead of feeding it from the socket."""
+
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki)
+        st2, ct2 = await asyncio.gather(
+            loop.start_tls(st, sp, server_ctx(pki), server_side=True),
+            loop.start_tls(ct, cp, client_ctx(pki), server_hostname="localhost"),
+        )
+        inner = ct2.get_extra_info("ssl_object")
+        assert inner is not ct.get_extra_info("ssl_object") and inner.version() is not None
+        payload = os.urandom(300_000)
+        ct2.write(payload)
+        await sp.wait_for_bytes(len(payload))
+        assert hashlib.sha256(sp.data).digest() == hashlib.sha256(payload).digest()
+        st2.writelines([b"back ", b"again"])
+        assert await cp.wait_for_bytes(10) == b"back again"
+        ct2.close()
+        assert await asyncio.wait_for(sp.lost, TIMEOUT) is None
+        assert await asyncio.wait_for(cp.lost, TIMEOUT) is None
+        # The closing side hears the peer's close_notify as eof_received.
+        assert [e[0] for e in cp.events] == ["made", "data", "eof", "lost"]
+        for t in (st, ct):
+            t.close()
+        await close_all(server)
+
+    run(loop, main())
+
+
+def test_sslobject_subclass_is_used(loop, pki):
+    """A context's sslobject_class: its methods, not OpenSSL's directly,
+    are what the loop calls."""
+    calls: dict[str, int] = {}
+
+    class Counting(ssl.SSLObject):
+        def read(self, *args):
+            calls["read"] = calls.get("read", 0) + 1
+            return super().read(*args)
+
+        def write(self, data):
+            calls["write"] = calls.get("write", 0) + 1
+            return super().write(data)
+
+        def do_handshake(self):
+            calls["do_handshake"] = calls.get("do_handshake", 0) + 1
+            return super().do_handshake()
+
+    async def main():
+        cctx = client_ctx(pki)
+        cctx.sslobject_class = Counting
+        st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Echo, cctx=cctx)
+        assert type(ct.get_extra_info("ssl_object")) is Counting
+        ct.write(b"x" * 5000)
+        assert await cp.wait_for_bytes(5000) == b"x" * 5000
+        await close_all(ct, server)
+        await cp.lost
+
+    run(loop, main())
+    assert calls["do_handshake"] >= 1 and calls["write"] >= 1 and calls["read"] >= 1
+
+
+class Raises(Recorder):
+    def data_received(self, data):
+        super().data_received(data)
+        raise ValueError("protocol bug")
+
+
+def test_protocol_error_closes_only_that_connection(loop, pki):
+    """An exception from the application's data_received goes to the
+    exception handler with sslproto's message and context; that connection
+    is closed, the server and the loop go on."""
+
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Raises)
+        ct.write(b"boom")
+        await asyncio.wait_for(sp.lost, TIMEOUT)
+        await asyncio.wait_for(cp.lost, TIMEOUT)
+        [ctx] = loop.unexpected_errors
+        loop.unexpected_errors.clear()
+        seen = (
+            ctx["message"],
+            type(ctx["exception"]),
+            isinstance(ctx["protocol"], asyncio.BufferedProtocol),
+            isinstance(ctx["transport"], asyncio.Transport) and ctx["transport"] is not st,
+            [e[0] for e in sp.events],
+        )
+        await _echo_once(loop, pki)
+        await close_all(server)
+        return seen
+
+    assert run(loop, main()) == (
+        "Fatal error on SSL protocol", ValueError, True, True, ["made", "data", "lost"]
+    )
+
+
+def test_writes_after_close_are_dropped_with_warnings(loop, pki, caplog):
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki)
+        ct.writelines([b"one ", b"two"])
+        assert await sp.wait_for_bytes(7) == b"one two"
+        ct.close()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            for _ in range(8):
+                ct._ssl_protocol._write_appdata([b"late"])
+        await asyncio.wait_for(sp.lost, TIMEOUT)
+        await close_all(server)
+        assert sp.data == b"one two"
+        return [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+
+    # asyncio counts silently up to its LOG_THRESHOLD_FOR_CONNLOST_WRITES (5).
+    assert run(loop, main()) == ["SSL connection is closed"] * 3
 
 
 # --- no leak ------------------------------------------------------------------------------------

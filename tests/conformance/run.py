@@ -38,7 +38,7 @@ DEFAULT_MODULES = [
     # networking (issue 3, in progress)
     "test_streams", "test_server", "test_sock_lowlevel", "test_buffered_proto",
     "test_protocols", "test_transports", "test_sendfile", "test_unix_events",
-    # TLS (issue 5: today asyncio's sslproto over the native transport)
+    # TLS (issue 5: the native TLS layer)
     "test_ssl", "test_sslproto",
     # subprocesses and pipes (issue 4)
     "test_subprocess",
