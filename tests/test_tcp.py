@@ -374,6 +374,9 @@ def test_write_accepts_any_buffer_format(loop):
         st, sp, ct, cp, server = await tcp_pair(loop)
         ints = array.array("i", [1, 2])
         ct.write(memoryview(ints))
+        # Sent whole (8 bytes from a 2-item view): nothing queued, the
+        # socket's write side not watched.
+        assert ct.get_write_buffer_size() == 0 and "write=<idle" in repr(ct)
         ct.write(memoryview(b"abcd").cast("I"))
         expected = ints.tobytes() + b"abcd"
         assert await sp.wait_for_bytes(len(expected)) == expected

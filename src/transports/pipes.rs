@@ -506,7 +506,7 @@ impl WritePipeTransport {
         let mut sent = 0;
         if !queued {
             match rustix::io::write(borrow_raw(fd), bytes) {
-                Ok(n) if n == len => return Ok(()),
+                Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => sent = n,
                 Err(Errno::AGAIN | Errno::INTR) => {}
                 Err(e) => {

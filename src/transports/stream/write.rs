@@ -50,7 +50,7 @@ impl StreamTransport {
         let mut sent = 0;
         if !queued {
             match rustix::net::send(borrow_raw(fd), bytes, SendFlags::empty()) {
-                Ok(n) if n == len => return Ok(()),
+                Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => sent = n,
                 Err(Errno::AGAIN | Errno::INTR) => {}
                 Err(e) => {
