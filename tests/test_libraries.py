@@ -1,0 +1,146 @@
+"""Real asyncio libraries on both loops, over TLS and in the clear: an
+aiohttp server with aiohttp's and httpx's clients (HTTP/1.1 with request
+bodies of many sizes, a WebSocket), and a websockets server and client.
+They exercise the loop the way applications do — create_server/
+create_connection with ssl=, streams, flow control, get_extra_info — and
+each must give the same results on ferroloop as on asyncio's loop.
+
+Each library is skipped when it is not installed (requirements-dev.txt
+installs them all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from types import SimpleNamespace
+
+import pytest
+from _net import no_fd_leak  # noqa: F401
+from conftest import run
+
+trustme = pytest.importorskip("trustme")
+
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
+SIZES = [0, 1, 1000, 70_000, 1_000_000]
+
+
+@pytest.fixture(scope="module")
+def certs():
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return SimpleNamespace(server=server, client=client)
+
+
+async def aiohttp_app(server_ctx):
+    """An aiohttp server: POST / answers with what it got, /ws upper-cases
+    text messages. Returns (runner, base URL)."""
+    from aiohttp import web
+
+    async def echo(request):
+        body = await request.read()
+        tls = request.transport.get_extra_info("ssl_object") is not None
+        return web.Response(body=b"%d:%s:" % (len(body), b"tls" if tls else b"plain") + body)
+
+    async def ws(request):
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            await sock.send_str(msg.data.upper())
+        return sock
+
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app.router.add_post("/", echo)
+    app.router.add_get("/ws", ws)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    port = runner.addresses[0][1]
+    return runner, f"{'https' if server_ctx else 'http'}://localhost:{port}"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_aiohttp_server_and_client(loop, certs, tls):
+    aiohttp = pytest.importorskip("aiohttp")
+
+    async def main():
+        runner, url = await aiohttp_app(certs.server if tls else None)
+        got = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for size in SIZES:
+                    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+                    async with session.post(url + "/", data=body, ssl=certs.client if tls else True) as r:
+                        got.append((r.status, await r.read() == b"%d:%s:" % (size, b"tls" if tls else b"plain") + body))
+                async with session.ws_connect(url + "/ws", ssl=certs.client if tls else True) as ws:
+                    for word in ("hello", "ferroloop" * 1000):
+                        await ws.send_str(word)
+                        got.append((await ws.receive()).data == word.upper())
+        finally:
+            await runner.cleanup()
+        return got
+
+    assert run(loop, main()) == [(200, True)] * len(SIZES) + [True, True]
+
+
+def test_aiohttp_client_refuses_an_untrusted_server(loop, certs):
+    aiohttp = pytest.importorskip("aiohttp")
+
+    async def main():
+        runner, url = await aiohttp_app(certs.server)
+        try:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
+                    await session.post(url + "/", data=b"x", ssl=ssl.create_default_context())
+                return type(info.value.certificate_error)
+        finally:
+            await runner.cleanup()
+
+    assert run(loop, main()) is ssl.SSLCertVerificationError
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_httpx_client(loop, certs, tls):
+    httpx = pytest.importorskip("httpx")
+
+    async def main():
+        runner, url = await aiohttp_app(certs.server if tls else None)
+        try:
+            async with httpx.AsyncClient(verify=certs.client if tls else True) as client:
+                out = []
+                for size in SIZES:
+                    r = await client.post(url + "/", content=b"y" * size)
+                    out.append((r.status_code, r.content == b"%d:%s:" % (size, b"tls" if tls else b"plain") + b"y" * size))
+                return out
+        finally:
+            await runner.cleanup()
+
+    assert run(loop, main()) == [(200, True)] * len(SIZES)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_websockets_server_and_client(loop, certs, tls):
+    pytest.importorskip("websockets")
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    async def reverse(ws):
+        async for msg in ws:
+            await ws.send(msg[::-1])
+
+    async def main():
+        out = []
+        async with serve(reverse, "127.0.0.1", 0, ssl=certs.server if tls else None) as server:
+            port = list(server.sockets)[0].getsockname()[1]
+            uri = f"{'wss' if tls else 'ws'}://localhost:{port}"
+            async with connect(uri, ssl=certs.client if tls else None) as ws:
+                for msg in ("abc", "d" * 100_000, b"\x00\x01" * 300_000):
+                    await ws.send(msg)
+                    out.append(await ws.recv() == msg[::-1])
+        return out
+
+    assert run(loop, main()) == [True, True, True]
