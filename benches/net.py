@@ -81,6 +81,8 @@ WORKLOADS = [
     Workload("tcp10k", "TCP echo, Protocol, 10 KiB", "tcp-proto", "echo", size=10 * 1024),
     Workload("tcp100k", "TCP echo, Protocol, 100 KiB", "tcp-proto", "echo", size=100 * 1024),
     Workload("streams1k", "TCP echo, streams, 1 KiB", "tcp-streams", "echo", size=1024),
+    Workload("streams10k", "TCP echo, streams, 10 KiB", "tcp-streams", "echo", size=10 * 1024),
+    Workload("streams100k", "TCP echo, streams, 100 KiB", "tcp-streams", "echo", size=100 * 1024),
     Workload("unix1k", "Unix echo, Protocol, 1 KiB", "unix-proto", "echo", proto="unix", size=1024),
     Workload("udp1k", "UDP echo, datagram, 1 KiB", "udp", "echo", proto="udp", size=1024),
     Workload("http-httptools", "HTTP/1.1 httptools Protocol, wrk", "http-httptools", "wrk", floor_http=True, needs="httptools"),
@@ -89,6 +91,8 @@ WORKLOADS = [
     Workload("tls10k", "TLS echo, Protocol, 10 KiB", "tls-proto", "echo", size=10 * 1024, tls=True),
     Workload("tls100k", "TLS echo, Protocol, 100 KiB", "tls-proto", "echo", size=100 * 1024, tls=True),
     Workload("tls-streams1k", "TLS echo, streams, 1 KiB", "tls-streams", "echo", size=1024, tls=True),
+    Workload("tls-streams10k", "TLS echo, streams, 10 KiB", "tls-streams", "echo", size=10 * 1024, tls=True),
+    Workload("tls-streams100k", "TLS echo, streams, 100 KiB", "tls-streams", "echo", size=100 * 1024, tls=True),
     Workload("tls-handshake", "TLS connection: handshake+echo+close", "tls-proto", "handshake", size=16, tls=True),
     Workload("https-httptools", "HTTPS/1.1 httptools Protocol, wrk", "https-httptools", "wrk", floor_http=True, needs="httptools", tls=True),
 ]

@@ -29,7 +29,7 @@ try:
     import ssl
 except ImportError:  # pragma: no cover - CPython built without OpenSSL
     ssl = None  # type: ignore[assignment]
-from asyncio import base_events, constants, events, selector_events, sslproto, unix_events
+from asyncio import base_events, constants, events, selector_events, unix_events
 from typing import Any
 
 from . import _ferroloop, _transports
