@@ -146,6 +146,21 @@ fn is_ssl_error(py: Python<'_>, e: &PyErr) -> PyResult<bool> {
     Ok(e.is_instance(py, names(py)?.ssl_error.bind(py)))
 }
 
+/// sslproto's flow-control rule for both directions: pause once `size`
+/// reaches the high mark, resume once it is down to the low one. Returns
+/// `Some(true)` to pause, `Some(false)` to resume, after flipping `paused`.
+fn flip(paused: &mut bool, marks: &WaterMarks, size: usize) -> Option<bool> {
+    if !*paused && marks.at_or_above_high(size) {
+        *paused = true;
+        Some(true)
+    } else if *paused && marks.at_or_below_low(size) {
+        *paused = false;
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// asyncio's `FLOW_CONTROL_HIGH_WATER_SSL_READ` and `_SSL_WRITE`, in bytes.
 const READ_HIGH_WATER: usize = 256 * 1024;
 const WRITE_HIGH_WATER: usize = 512 * 1024;

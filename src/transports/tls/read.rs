@@ -354,18 +354,15 @@ impl TlsProtocol {
         let py = slf.py();
         let size = Self::read_buffer_size(slf)?;
         let call = {
-            let mut t = slf.borrow_mut();
-            if !t.ssl_reading_paused && t.incoming_marks.at_or_above_high(size) {
-                t.ssl_reading_paused = true;
-                Some("pause_reading")
-            } else if t.ssl_reading_paused && t.incoming_marks.at_or_below_low(size) {
-                t.ssl_reading_paused = false;
-                Some("resume_reading")
-            } else {
-                None
-            }
+            let t = &mut *slf.borrow_mut();
+            super::flip(&mut t.ssl_reading_paused, &t.incoming_marks, size)
         };
-        if let Some(method) = call {
+        if let Some(pause) = call {
+            let method = if pause {
+                "pause_reading"
+            } else {
+                "resume_reading"
+            };
             if let Some(t) = slf.borrow().transport(py) {
                 t.bind(py).call_method0(method)?;
             }

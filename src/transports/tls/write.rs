@@ -177,19 +177,12 @@ impl TlsProtocol {
     pub(super) fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let size = Self::write_buffer_size(slf)?;
         let call = {
-            let mut t = slf.borrow_mut();
-            if !t.app_writing_paused && t.outgoing_marks.at_or_above_high(size) {
-                t.app_writing_paused = true;
-                Some("pause_writing")
-            } else if t.app_writing_paused && t.outgoing_marks.at_or_below_low(size) {
-                t.app_writing_paused = false;
-                Some("resume_writing")
-            } else {
-                None
-            }
+            let t = &mut *slf.borrow_mut();
+            super::flip(&mut t.app_writing_paused, &t.outgoing_marks, size)
         };
         match call {
-            Some(method) => Self::notify_app(slf, method),
+            Some(true) => Self::notify_app(slf, "pause_writing"),
+            Some(false) => Self::notify_app(slf, "resume_writing"),
             None => Ok(()),
         }
     }
