@@ -18,7 +18,6 @@ mod read;
 mod write;
 
 use super::flow::{FlowControlled, WaterMarks};
-use super::tls::TlsProtocol;
 use super::write_buffer::WriteBuffer;
 use super::{face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites};
 use crate::errors;
@@ -45,9 +44,6 @@ pub struct StreamTransport {
     wrapper: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     buffered: bool,
-    /// The protocol when it is ferroloop's TLS layer, which reads are
-    /// handed to directly.
-    tls: Option<Py<TlsProtocol>>,
     protocol_connected: bool,
     server: Option<Py<PyAny>>,
     /// 3.13's Server tracks its transports: `_attach(t)`/`_detach(t)`.
@@ -175,7 +171,6 @@ impl StreamTransport {
         // asyncio's `finally:` — the socket is closed whatever the protocol did.
         let (sock, protocol, server, wrapper, takes, waiter) = {
             let mut t = slf.borrow_mut();
-            t.tls = None;
             (
                 t.sock.take(),
                 t.protocol.take(),
@@ -248,7 +243,6 @@ impl StreamTransport {
             wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
             protocol: None,
             buffered: false,
-            tls: None,
             protocol_connected: false,
             server: server.map(|s| s.clone().unbind()),
             server_takes_transport,
@@ -481,7 +475,6 @@ impl StreamTransport {
         visit.call(&self.sock)?;
         visit.call(&self.wrapper)?;
         visit.call(&self.protocol)?;
-        visit.call(&self.tls)?;
         visit.call(&self.server)?;
         visit.call(&self.empty_waiter)?;
         self.wbuf.traverse(&visit)
@@ -490,7 +483,6 @@ impl StreamTransport {
     fn __clear__(&mut self) {
         self.wrapper = None;
         self.protocol = None;
-        self.tls = None;
         self.server = None;
         self.empty_waiter = None;
     }
@@ -501,10 +493,6 @@ impl StreamTransport {
         let py = protocol.py();
         let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
         self.buffered = protocol.is_instance(&buffered_cls)?;
-        self.tls = protocol
-            .cast::<TlsProtocol>()
-            .ok()
-            .map(|t| t.clone().unbind());
         self.protocol = Some(protocol.clone().unbind());
         self.protocol_connected = true;
         Ok(())

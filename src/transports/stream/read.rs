@@ -25,21 +25,21 @@ thread_local! {
 impl StreamTransport {
     pub(super) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (lost, buffered, protocol, tls) = {
+        let (lost, buffered, protocol) = {
             let t = slf.borrow();
             (
                 t.conn_lost > 0,
                 t.buffered,
                 t.protocol.as_ref().map(|p| p.clone_ref(py)),
-                t.tls.as_ref().map(|p| p.clone_ref(py)),
             )
         };
         let Some(protocol) = protocol.filter(|_| !lost) else {
             return Ok(());
         };
         let protocol = protocol.bind(py);
-        if let Some(tls) = tls {
-            Self::read_tls(slf, protocol, tls.bind(py))
+        // ferroloop's TLS layer is fed natively.
+        if let Ok(tls) = protocol.cast::<TlsProtocol>() {
+            Self::read_tls(slf, protocol, tls)
         } else if buffered {
             Self::read_into_buffer(slf, protocol)
         } else {

@@ -26,9 +26,9 @@ impl TlsProtocol {
             slf.borrow_mut().handshake_start = None;
         }
         Self::set_state(slf, State::DoHandshake)?;
-        let check = slf.getattr(pyo3::intern!(py, "_check_handshake_timeout"))?;
-        let handle = loop_.call_method1(pyo3::intern!(py, "call_later"), (timeout, check))?;
-        slf.borrow_mut().handshake_timeout_handle = Some(handle.unbind());
+        let handle =
+            Self::call_later_own(slf, timeout, pyo3::intern!(py, "_check_handshake_timeout"))?;
+        slf.borrow_mut().handshake_timeout_handle = Some(handle);
         Self::do_handshake(slf)
     }
 
@@ -149,13 +149,10 @@ impl TlsProtocol {
             return Self::abort(slf, None);
         }
         Self::set_state(slf, State::Flushing)?;
-        let (loop_, timeout) = {
-            let t = slf.borrow();
-            (t.loop_any(py), t.shutdown_timeout.clone_ref(py))
-        };
-        let check = slf.getattr(pyo3::intern!(py, "_check_shutdown_timeout"))?;
-        let handle = loop_.call_method1(pyo3::intern!(py, "call_later"), (timeout, check))?;
-        slf.borrow_mut().shutdown_timeout_handle = Some(handle.unbind());
+        let timeout = slf.borrow().shutdown_timeout.clone_ref(py);
+        let handle =
+            Self::call_later_own(slf, timeout, pyo3::intern!(py, "_check_shutdown_timeout"))?;
+        slf.borrow_mut().shutdown_timeout_handle = Some(handle);
         Self::do_flush(slf)
     }
 

@@ -39,7 +39,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::collections::VecDeque;
 
 /// sslproto's `SSLProtocolState`.
@@ -363,6 +363,30 @@ impl TlsProtocol {
         Ok(())
     }
 
+    /// `loop.call_soon(self.<method>)`.
+    fn call_soon_own(slf: &Bound<'_, Self>, method: &Bound<'_, PyString>) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = slf.borrow().loop_any(py);
+        loop_.call_method1(pyo3::intern!(py, "call_soon"), (slf.getattr(method)?,))?;
+        Ok(())
+    }
+
+    /// `loop.call_later(timeout, self.<method>)`, for the handshake and
+    /// shutdown timeouts; returns the handle.
+    fn call_later_own(
+        slf: &Bound<'_, Self>,
+        timeout: Py<PyAny>,
+        method: &Bound<'_, PyString>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let loop_ = slf.borrow().loop_any(py);
+        let handle = loop_.call_method1(
+            pyo3::intern!(py, "call_later"),
+            (timeout, slf.getattr(method)?),
+        )?;
+        Ok(handle.unbind())
+    }
+
     fn log(slf: &Bound<'_, Self>, format: &str) -> PyResult<()> {
         log_debug(slf.py(), (format, slf))
     }
@@ -591,7 +615,8 @@ impl TlsProtocol {
 
     #[pyo3(signature = (n))]
     fn get_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
-        Self::lend_buffer(slf, n)
+        let _ = n; // the whole buffer, whatever the hint, as sslproto's
+        Self::lend_buffer(slf)
     }
 
     fn buffer_updated(slf: &Bound<'_, Self>, nbytes: usize) -> PyResult<()> {

@@ -75,20 +75,14 @@ impl TlsProtocol {
     }
 
     /// `get_buffer(n)` for a transport that is not native: a view of a
-    /// buffer of this protocol's own, as asyncio's.
-    pub(super) fn lend_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
+    /// buffer of this protocol's own, made on first use. Whatever `n`,
+    /// it is sslproto's `max_size` long, as asyncio's.
+    pub(super) fn lend_buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let want = if n <= 0 || n as usize > MAX_SIZE {
-            MAX_SIZE
-        } else {
-            n as usize
-        };
         if let Some(v) = &slf.borrow().rx_view {
-            if v.bind(py).len()? >= want {
-                return Ok(v.clone_ref(py));
-            }
+            return Ok(v.clone_ref(py));
         }
-        let buf = PyByteArray::new(py, &vec![0u8; want.max(MAX_SIZE)]);
+        let buf = PyByteArray::new_with(py, MAX_SIZE, |_| Ok(()))?;
         let view = PyMemoryView::from(buf.as_any())?.into_any().unbind();
         slf.borrow_mut().rx_view = Some(view.clone_ref(py));
         Ok(view)
@@ -98,17 +92,8 @@ impl TlsProtocol {
     /// `nbytes` into the incoming BIO.
     pub(super) fn take_lent(slf: &Bound<'_, Self>, nbytes: usize) -> PyResult<()> {
         let py = slf.py();
-        let (view, incoming) = {
-            let t = slf.borrow();
-            (
-                t.rx_view.as_ref().map(|v| v.clone_ref(py)),
-                t.incoming.clone_ref(py),
-            )
-        };
-        let view = match view {
-            Some(v) => v.into_bound(py),
-            None => Self::lend_buffer(slf, -1)?.into_bound(py),
-        };
+        let view = Self::lend_buffer(slf)?.into_bound(py);
+        let incoming = slf.borrow().incoming.clone_ref(py);
         let part = view.get_item(pyo3::types::PySlice::new(py, 0, nbytes as isize, 1))?;
         incoming
             .bind(py)
@@ -282,11 +267,7 @@ impl TlsProtocol {
                     offset += count;
                 }
                 // The buffer is full: there may be more.
-                let loop_ = slf.borrow().loop_any(py);
-                loop_.call_method1(
-                    pyo3::intern!(py, "call_soon"),
-                    (slf.getattr(pyo3::intern!(py, "_do_read"))?,),
-                )?;
+                Self::call_soon_own(slf, pyo3::intern!(py, "_do_read"))?;
             }
             Ok(())
         })();
@@ -381,11 +362,6 @@ impl TlsProtocol {
             }
             t.app_reading_paused = false;
         }
-        let loop_ = slf.borrow().loop_any(py);
-        loop_.call_method1(
-            pyo3::intern!(py, "call_soon"),
-            (slf.getattr(pyo3::intern!(py, "_resume_app_reading"))?,),
-        )?;
-        Ok(())
+        Self::call_soon_own(slf, pyo3::intern!(py, "_resume_app_reading"))
     }
 }
