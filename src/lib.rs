@@ -26,6 +26,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::tls::TlsProtocol>()?;
     m.add_class::<transports::pipes::ReadPipeTransport>()?;
     m.add_class::<transports::pipes::WritePipeTransport>()?;
+    m.add_class::<transports::registry::TransportMap>()?;
+    m.add_class::<transports::server::Accepted>()?;
+    m.add_function(wrap_pyfunction!(transports::server::serve, m)?)?;
     m.add_function(wrap_pyfunction!(process::watch_child, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -55,7 +55,6 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._internal_fds = 0
         # 3.13's create_unix_server records socket inodes here for cleanup.
         self._unix_server_sockets: dict[Any, int] = {}
-        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._default_executor = None
         self._executor_shutdown_called = False
         self._exception_handler = None
@@ -213,6 +212,38 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _start_serving(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext=None,
+        server=None,
+        backlog=100,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        # Servers without TLS accept natively (src/transports/server.rs):
+        # asyncio's _accept_connection and per-connection task, in Rust.
+        # TLS servers, and loops whose accept path or transport factory was
+        # replaced, take asyncio's own.
+        if sslcontext is None and not self._accept_path_overridden():
+            _ferroloop.serve(
+                self, sock, protocol_factory, server, backlog, ssl_handshake_timeout,
+                ssl_shutdown_timeout, _transports._SERVER_TAKES_TRANSPORT, _transports.accepted,
+            )  # fmt: skip
+            return
+        self._add_reader(
+            sock.fileno(), getattr(self, "_accept_connection"), protocol_factory, sock,
+            sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout,
+        )  # fmt: skip
+
+    def _accept_path_overridden(self) -> bool:
+        cls = type(self)
+        return any(
+            name in self.__dict__ or getattr(cls, name) is not getattr(Loop, name)
+            for name in ("_accept_connection", "_accept_connection2", "_make_socket_transport")
+        )
 
     def _stop_serving(self, sock: Any) -> None:
         # asyncio's (3.13) Unix-loop version; on 3.11/3.12 nothing is ever
@@ -520,7 +551,7 @@ _borrow(
 _borrow(
     Loop,
     _Selector,
-    "_start_serving _accept_connection _accept_connection2 "
+    "_accept_connection _accept_connection2 "
     "sock_recv _sock_recv sock_recv_into _sock_recv_into sock_recvfrom _sock_recvfrom "
     "sock_recvfrom_into _sock_recvfrom_into sock_sendall _sock_sendall sock_sendto "
     "_sock_sendto sock_connect _sock_connect _sock_connect_cb _sock_write_done "

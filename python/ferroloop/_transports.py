@@ -34,31 +34,16 @@ _FlowControlMixin: Any = getattr(asyncio.transports, "_FlowControlMixin")
 
 
 class _SocketFace(_FlowControlMixin):
-    """What the stream and datagram transports share: the socket's extra
-    info, the repr, the unclosed-transport warning, asyncio's private
-    attributes and the methods that forward to the core unchanged."""
+    """What the stream and datagram transports share: the repr, the
+    unclosed-transport warning, asyncio's private attributes and the
+    methods that forward to the core unchanged."""
 
-    _core: Any
-
-    def _init_extra(self, loop, sock, extra) -> None:
-        asyncio.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._loop = loop
-        self._sock = sock
+    _core: Any = None
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]
         core = self._core
-        if self._sock is None:
+        if not core._sock_open:
             info.append("closed")
         elif core.is_closing():
             info.append("closing")
@@ -70,9 +55,10 @@ class _SocketFace(_FlowControlMixin):
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn=warnings.warn) -> None:
-        if self._sock is not None:
+        core = self._core
+        if core is not None and core._sock_open:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
+            core._close_unclosed()
 
     @property
     def _protocol(self):
@@ -141,17 +127,19 @@ class _SocketFace(_FlowControlMixin):
 
 
 class SocketTransport(_SocketFace):
-    """A TCP or Unix stream transport."""
+    """A TCP or Unix stream transport. Its socket object, `sockname` and
+    `peername` are kept by the core and made into Python objects only when
+    asked for (`get_extra_info`, `_sock`, `_extra`)."""
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        self._init_extra(loop, sock, extra)
+        self._loop = loop
         self._server = server
         _set_nodelay(sock)
         self._core = _ferroloop.StreamTransport(
-            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT
+            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT, extra
         )
         if server is not None:
             if _SERVER_TAKES_TRANSPORT:
@@ -160,6 +148,17 @@ class SocketTransport(_SocketFace):
                 server._attach()
         loop._transports[sock.fileno()] = self
         self._core._start(waiter)
+
+    def get_extra_info(self, name, default=None):
+        return self._core.get_extra_info(name, default)
+
+    @property  # type: ignore[override]
+    def _extra(self) -> dict:
+        return self._core._extra
+
+    @property
+    def _sock(self):
+        return self._core._sock
 
     def write(self, data) -> None:
         self._core.write(data)
@@ -190,8 +189,41 @@ class SocketTransport(_SocketFace):
         self._core._reset_empty_waiter()
 
 
+def accepted(loop, core, server) -> SocketTransport:
+    """The transport of a connection the native accept loop took
+    (src/transports/server.rs): `SocketTransport.__init__` for a core the
+    loop already made."""
+    self = SocketTransport.__new__(SocketTransport)
+    self._loop = loop
+    self._server = server
+    self._core = core
+    core._set_face(self)
+    if server is not None:
+        if _SERVER_TAKES_TRANSPORT:
+            server._attach(self)
+        else:
+            server._attach()
+    core._start(None)
+    return self
+
+
 class DatagramTransport(_SocketFace, asyncio.DatagramTransport):
     """A UDP or Unix datagram transport."""
+
+    def _init_extra(self, loop, sock, extra) -> None:
+        asyncio.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         self._init_extra(loop, sock, extra)

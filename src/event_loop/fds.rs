@@ -27,11 +27,30 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn traverse(&self, visit: &PyVisit<'_>, seen: &mut SourcesSeen) -> Result<(), PyTraverseError> {
         match self {
             Waiter::Handle(h) => visit.call(h),
-            Waiter::Source(s) => s.traverse(visit),
+            Waiter::Source(s) => seen.traverse(s, visit),
         }
+    }
+}
+
+/// A source is shared (`Arc`) by its registration and the ready queue, but
+/// holds its Python references once: the garbage collector must see each
+/// of them once, or it would count more references than exist.
+#[derive(Default)]
+pub(crate) struct SourcesSeen(std::collections::HashSet<usize>);
+
+impl SourcesSeen {
+    pub(crate) fn traverse(
+        &mut self,
+        s: &Arc<dyn IoSource>,
+        visit: &PyVisit<'_>,
+    ) -> Result<(), PyTraverseError> {
+        if self.0.insert(Arc::as_ptr(s) as *const () as usize) {
+            s.traverse(visit)?;
+        }
+        Ok(())
     }
 }
 
@@ -64,9 +83,13 @@ impl FdHandlers {
         (one(&self.reader), one(&self.writer))
     }
 
-    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    pub(crate) fn traverse(
+        &self,
+        visit: &PyVisit<'_>,
+        seen: &mut SourcesSeen,
+    ) -> Result<(), PyTraverseError> {
         for w in [&self.reader, &self.writer].into_iter().flatten() {
-            w.traverse(visit)?;
+            w.traverse(visit, seen)?;
         }
         Ok(())
     }

@@ -54,6 +54,9 @@ pub struct LoopCore {
     timers: TimerHeap<Py<TimerHandle>>,
     cancelled_timers: Arc<AtomicUsize>,
     fds: HashMap<RawFd, FdHandlers>,
+    /// fd → the transport core that owns it (`loop._transports`, see
+    /// transports/registry.rs).
+    pub(crate) transports: HashMap<RawFd, Py<PyAny>>,
     poller: Option<Arc<Poller>>,
     events: EventBuf,
     stopping: bool,
@@ -118,7 +121,7 @@ impl LoopCore {
     }
 
     /// `call_soon` without the checks: queue and return a new handle.
-    fn push_soon(
+    pub(crate) fn push_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
@@ -176,6 +179,7 @@ impl LoopCore {
             timers: TimerHeap::default(),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             fds: HashMap::new(),
+            transports: HashMap::new(),
             poller: Some(Arc::new(poller)),
             events: EventBuf::default(),
             stopping: false,
@@ -488,21 +492,31 @@ impl LoopCore {
         v
     }
 
+    /// asyncio's fd → transport map, as a mapping view.
+    #[getter]
+    fn _transports(slf: &Bound<'_, Self>) -> crate::transports::registry::TransportMap {
+        crate::transports::registry::TransportMap::new(slf.clone().unbind())
+    }
+
     // --- garbage collection ---------------------------------------------
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let mut seen = fds::SourcesSeen::default();
         for item in self.ready.iter().chain(self.spare.iter()) {
             match item {
                 Ready::Native(h) => visit.call(h)?,
                 Ready::Foreign(h) => visit.call(h)?,
-                Ready::Source(s, _) => s.traverse(&visit)?,
+                Ready::Source(s, _) => seen.traverse(s, &visit)?,
             }
         }
         for t in self.timers.iter() {
             visit.call(t)?;
         }
         for h in self.fds.values() {
-            h.traverse(&visit)?;
+            h.traverse(&visit, &mut seen)?;
+        }
+        for t in self.transports.values() {
+            visit.call(t)?;
         }
         visit.call(&self.task_factory)?;
         visit.call(&self.current_handle)?;
@@ -514,6 +528,7 @@ impl LoopCore {
         self.spare.clear();
         self.timers.drain();
         self.fds.clear();
+        self.transports.clear();
         self.task_factory = None;
         self.current_handle = None;
     }

@@ -11,8 +11,9 @@
 //! empty datagrams, counts 8 header bytes per queued datagram, and closes
 //! once a closing transport's queue drains.
 
+use super::addr::{inet_to_py, py_to_inet};
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
-use super::{drop_lost_write, report_fatal, set_watching, stops_loop, Core, LostWrites};
+use super::{drop_lost_write, registry, report_fatal, set_watching, stops_loop, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -20,12 +21,12 @@ use crate::sys::borrow_raw;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 /// asyncio's `max_size` for datagrams.
@@ -79,46 +80,6 @@ impl FlowControlled for DatagramTransport {
     }
 }
 
-/// A socket address as the socket module returns it.
-fn addr_to_py<'py>(py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py, PyTuple>> {
-    match addr {
-        SocketAddr::V4(a) => PyTuple::new(
-            py,
-            [
-                a.ip().to_string().into_pyobject(py)?.into_any(),
-                a.port().into_pyobject(py)?.into_any(),
-            ],
-        ),
-        SocketAddr::V6(a) => {
-            (a.ip().to_string(), a.port(), a.flowinfo(), a.scope_id()).into_pyobject(py)
-        }
-    }
-}
-
-/// A destination the socket module would not need to resolve: a numeric
-/// host of the socket's family and a port.
-fn py_to_addr(addr: &Bound<'_, PyAny>) -> Option<SocketAddr> {
-    let t = addr.cast::<PyTuple>().ok()?;
-    if t.len() < 2 {
-        return None;
-    }
-    let host = t.get_item(0).ok()?;
-    let host = host.cast::<PyString>().ok()?.to_str().ok()?;
-    let port: u16 = t.get_item(1).ok()?.extract().ok()?;
-    match (host.parse::<IpAddr>().ok()?, t.len()) {
-        (IpAddr::V4(ip), 2) => Some(SocketAddr::from((ip, port))),
-        (IpAddr::V6(ip), 2) => Some(SocketAddr::from((ip, port))),
-        (IpAddr::V6(ip), 4) => {
-            let flow: u32 = t.get_item(2).ok()?.extract().ok()?;
-            let scope: u32 = t.get_item(3).ok()?.extract().ok()?;
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                ip, port, flow, scope,
-            )))
-        }
-        _ => None,
-    }
-}
-
 impl DatagramTransport {
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
@@ -153,7 +114,7 @@ impl DatagramTransport {
                     Ok((n, _, addr)) => {
                         let data = PyBytes::new(py, &s[..n]).into_any();
                         let addr = match addr.and_then(|a| SocketAddr::try_from(a).ok()) {
-                            Some(a) => addr_to_py(py, a)?.into_any(),
+                            Some(a) => inet_to_py(py, a)?.into_any(),
                             None => py.None().into_bound(py),
                         };
                         Ok(Some((data, addr)))
@@ -212,7 +173,7 @@ impl DatagramTransport {
         } else if native {
             // Only a destination of the socket's own family: the socket module
             // reports the others (as a gaierror), so they take its path.
-            addr.and_then(py_to_addr)
+            addr.and_then(py_to_inet)
                 .filter(|a| a.is_ipv6() == ipv6)
                 .map(|a| rustix::net::sendto(borrow_raw(fd), data, SendFlags::empty(), &a))
         } else {
@@ -359,19 +320,31 @@ impl DatagramTransport {
                 .map(drop),
             _ => Ok(()),
         };
-        let (sock, protocol, wrapper) = {
+        Self::close_socket(slf)?;
+        let (protocol, wrapper) = {
             let mut t = slf.borrow_mut();
             let w = t.face(py);
-            (t.sock.take(), t.protocol.take(), w)
+            (t.protocol.take(), w)
         };
-        if let Some(s) = &sock {
-            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
-        }
         if let Some(w) = &wrapper {
             w.setattr(pyo3::intern!(py, "_sock"), py.None())?;
         }
-        drop((sock, protocol, wrapper));
+        drop((protocol, wrapper));
         result
+    }
+
+    /// Closes the socket and forgets the loop's record of it.
+    fn close_socket(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (sock, loop_, fd) = {
+            let mut t = slf.borrow_mut();
+            (t.sock.take(), t.loop_.clone_ref(py), t.fd)
+        };
+        registry::forget(loop_.bind(py), fd, slf.as_any());
+        if let Some(s) = &sock {
+            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        Ok(())
     }
 }
 
@@ -525,6 +498,17 @@ impl DatagramTransport {
     #[pyo3(signature = (exc, message = "Fatal error on transport"))]
     fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    /// True until the socket is closed.
+    #[getter]
+    fn _sock_open(&self) -> bool {
+        self.sock.is_some()
+    }
+
+    /// Closes the socket of a transport nobody closed (its finalizer).
+    fn _close_unclosed(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_socket(slf)
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {

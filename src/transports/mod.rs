@@ -47,9 +47,12 @@ macro_rules! impl_core {
     };
 }
 
+pub mod addr;
 pub mod datagram;
 pub mod flow;
 pub mod pipes;
+pub mod registry;
+pub mod server;
 pub mod stream;
 pub mod tls;
 pub mod write_buffer;

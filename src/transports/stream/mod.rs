@@ -17,9 +17,10 @@
 mod read;
 mod write;
 
+use super::addr::Addr;
 use super::flow::{FlowControlled, WaterMarks};
 use super::write_buffer::WriteBuffer;
-use super::{face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites};
+use super::{face_or_core, log_debug, registry, report_fatal, set_watching, Core, LostWrites};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -27,15 +28,30 @@ use crate::sys::borrow_raw;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::PyWeakrefReference;
+use pyo3::types::{PyDict, PyString, PyWeakrefReference};
+use rustix::net::AddressFamily;
 use rustix::net::Shutdown;
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct StreamTransport {
     loop_: Py<LoopCore>,
     fd: RawFd,
+    /// The Python socket object, once there is one (see `sock_object`).
     sock: Option<Py<PyAny>>,
+    /// The descriptor while no Python socket object owns it: an accepted
+    /// connection gets its socket object only if someone asks for it.
+    owned: Option<OwnedFd>,
+    /// `(family, proto)`, to make that socket object.
+    family: i32,
+    proto: i32,
+    /// `sockname` and `peername`, read when the transport was made.
+    local: Addr,
+    peer: Addr,
+    /// The `extra` the transport was made with (None if empty).
+    extra: Option<Py<PyAny>>,
+    /// The `TransportSocket` of `get_extra_info('socket')`, once asked for.
+    tsock: Option<Py<PyAny>>,
     /// A weak reference to the Python `asyncio.Transport` object the
     /// protocol sees. Weak, so that no reference cycle delays its
     /// finalizer: what keeps it alive is what kept asyncio's transports
@@ -59,6 +75,9 @@ pub struct StreamTransport {
     writing: bool,
     empty_waiter: Option<Py<PyAny>>,
 }
+
+/// `socket.SOCK_STREAM`.
+const SOCK_STREAM: i32 = 1;
 
 impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready);
 
@@ -169,10 +188,10 @@ impl StreamTransport {
             _ => Ok(()),
         };
         // asyncio's `finally:` — the socket is closed whatever the protocol did.
-        let (sock, protocol, server, wrapper, takes, waiter) = {
+        Self::close_socket(slf)?;
+        let (protocol, server, wrapper, takes, waiter) = {
             let mut t = slf.borrow_mut();
             (
-                t.sock.take(),
                 t.protocol.take(),
                 t.server.take(),
                 t.wrapper
@@ -182,9 +201,6 @@ impl StreamTransport {
                 t.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
             )
         };
-        if let Some(s) = &sock {
-            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
-        }
         if let Some(server) = &server {
             if takes {
                 server
@@ -194,12 +210,7 @@ impl StreamTransport {
                 server.bind(py).call_method0(pyo3::intern!(py, "_detach"))?;
             }
         }
-        drop((sock, protocol, server));
-        if let Some(w) = &wrapper {
-            // The wrapper keeps its `_sock` only until the socket is closed.
-            w.setattr(pyo3::intern!(py, "_sock"), py.None())?;
-        }
-        drop(wrapper);
+        drop((protocol, server, wrapper));
         if let Some(w) = waiter {
             let err = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
             w.bind(py)
@@ -226,7 +237,7 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, wrapper, server, server_takes_transport))]
+    #[pyo3(signature = (loop_, sock, protocol, wrapper, server, server_takes_transport, extra = None))]
     fn new(
         loop_: &Bound<'_, LoopCore>,
         sock: &Bound<'_, PyAny>,
@@ -234,29 +245,34 @@ impl StreamTransport {
         wrapper: &Bound<'_, PyAny>,
         server: Option<&Bound<'_, PyAny>>,
         server_takes_transport: bool,
+        extra: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let py = sock.py();
         let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
-        let mut t = Self {
-            loop_: loop_.clone().unbind(),
-            fd,
-            sock: Some(sock.clone().unbind()),
-            wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
-            protocol: None,
-            buffered: false,
-            protocol_connected: false,
-            server: server.map(|s| s.clone().unbind()),
-            server_takes_transport,
-            wbuf: WriteBuffer::default(),
-            marks: WaterMarks::default(),
-            protocol_paused: false,
-            conn_lost: 0,
-            closing: false,
-            paused: false,
-            eof: false,
-            reading: false,
-            writing: false,
-            empty_waiter: None,
+        let family: i32 = sock.getattr(pyo3::intern!(py, "family"))?.extract()?;
+        let proto: i32 = sock.getattr(pyo3::intern!(py, "proto"))?.extract()?;
+        let extra = match extra {
+            Some(e) if e.is_truthy()? => Some(e.clone()),
+            _ => None,
         };
+        let given_peer = match &extra {
+            Some(e) => e.contains(pyo3::intern!(py, "peername"))?,
+            None => false,
+        };
+        let (local, peer) = socket_addresses(sock, fd, family, !given_peer)?;
+        let mut t = Self::base(
+            loop_,
+            fd,
+            family,
+            proto,
+            local,
+            peer,
+            server,
+            server_takes_transport,
+        );
+        t.sock = Some(sock.clone().unbind());
+        t.extra = extra.map(Bound::unbind);
+        t.wrapper = Some(PyWeakrefReference::new(wrapper)?.into_any().unbind());
         t.assign_protocol(protocol)?;
         Ok(t)
     }
@@ -431,6 +447,75 @@ impl StreamTransport {
         self.protocol.as_ref().map(|p| p.clone_ref(py))
     }
 
+    /// `get_extra_info`: `socket`, `sockname` and `peername` as asyncio's
+    /// selector transports give them, then what `extra` had.
+    #[pyo3(signature = (name, default = None))]
+    fn get_extra_info(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Ok(key) = name.cast::<PyString>() {
+            match key.to_str()? {
+                "socket" => return Self::transport_socket(slf),
+                "sockname" => return slf.borrow().local.to_py(py),
+                "peername" if !slf.borrow().peer_given(py)? => return slf.borrow().peer.to_py(py),
+                _ => {}
+            }
+        }
+        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
+        let default = default.unwrap_or_else(|| py.None());
+        match extra {
+            Some(e) => Ok(e
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "get"), (name, default))?
+                .unbind()),
+            None => Ok(default),
+        }
+    }
+
+    /// asyncio's `_extra` dict, made on demand.
+    #[getter(_extra)]
+    fn extra_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        let d = PyDict::new(py);
+        if let Some(e) = &slf.borrow().extra {
+            d.update(e.bind(py).cast::<pyo3::types::PyMapping>()?)?;
+        }
+        for key in ["socket", "sockname", "peername"] {
+            let key = PyString::new(py, key);
+            if key.to_str()? == "peername" && d.contains(&key)? {
+                continue;
+            }
+            d.set_item(&key, Self::get_extra_info(slf, &key, None)?)?;
+        }
+        Ok(d)
+    }
+
+    /// The socket object, None once it is closed (asyncio's `_sock`).
+    #[getter(_sock)]
+    fn sock_attr<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Self::sock_object(slf)
+    }
+
+    /// True until the socket is closed.
+    #[getter]
+    fn _sock_open(&self) -> bool {
+        self.sock.is_some() || self.owned.is_some()
+    }
+
+    /// Gives a core made by the native accept loop its Python transport.
+    fn _set_face(&mut self, face: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.wrapper = Some(PyWeakrefReference::new(face)?.into_any().unbind());
+        Ok(())
+    }
+
+    /// Closes the socket of a transport nobody closed (its finalizer).
+    fn _close_unclosed(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_socket(slf)
+    }
+
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         if slf.borrow().empty_waiter.is_some() {
@@ -473,6 +558,10 @@ impl StreamTransport {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.sock)?;
+        visit.call(&self.extra)?;
+        visit.call(&self.tsock)?;
+        self.local.traverse(&visit)?;
+        self.peer.traverse(&visit)?;
         visit.call(&self.wrapper)?;
         visit.call(&self.protocol)?;
         visit.call(&self.server)?;
@@ -481,6 +570,8 @@ impl StreamTransport {
     }
 
     fn __clear__(&mut self) {
+        self.extra = None;
+        self.tsock = None;
         self.wrapper = None;
         self.protocol = None;
         self.server = None;
@@ -488,7 +579,206 @@ impl StreamTransport {
     }
 }
 
+/// `sockname` and `peername` (if `want_peer`) of a connected socket: as
+/// Rust addresses for IPv4 and IPv6, else the socket module's objects.
+/// None (`Unknown`) where the call fails, as asyncio stores.
+fn socket_addresses(
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    family: i32,
+    want_peer: bool,
+) -> PyResult<(Addr, Addr)> {
+    let py = sock.py();
+    if family == i32::from(AddressFamily::INET.as_raw())
+        || family == i32::from(AddressFamily::INET6.as_raw())
+    {
+        let fd = borrow_raw(fd);
+        let local = Addr::from_kernel(rustix::net::getsockname(fd).ok());
+        let peer = match want_peer {
+            true => Addr::from_kernel(rustix::net::getpeername(fd).ok().flatten()),
+            false => Addr::Unknown,
+        };
+        return Ok((local, peer));
+    }
+    let ask = |method: &Bound<'_, PyString>| match sock.call_method0(method) {
+        Ok(a) => Ok(Addr::Py(a.unbind())),
+        Err(e) if e.is_instance_of::<PyOSError>(py) => Ok(Addr::Unknown),
+        Err(e) => Err(e),
+    };
+    let local = ask(pyo3::intern!(py, "getsockname"))?;
+    let peer = match want_peer {
+        true => ask(pyo3::intern!(py, "getpeername"))?,
+        false => Addr::Unknown,
+    };
+    Ok((local, peer))
+}
+
 impl StreamTransport {
+    #[allow(clippy::too_many_arguments)]
+    fn base(
+        loop_: &Bound<'_, LoopCore>,
+        fd: RawFd,
+        family: i32,
+        proto: i32,
+        local: Addr,
+        peer: Addr,
+        server: Option<&Bound<'_, PyAny>>,
+        server_takes_transport: bool,
+    ) -> Self {
+        Self {
+            loop_: loop_.clone().unbind(),
+            fd,
+            sock: None,
+            owned: None,
+            family,
+            proto,
+            local,
+            peer,
+            extra: None,
+            tsock: None,
+            wrapper: None,
+            protocol: None,
+            buffered: false,
+            protocol_connected: false,
+            server: server.map(|s| s.clone().unbind()),
+            server_takes_transport,
+            wbuf: WriteBuffer::default(),
+            marks: WaterMarks::default(),
+            protocol_paused: false,
+            conn_lost: 0,
+            closing: false,
+            paused: false,
+            eof: false,
+            reading: false,
+            writing: false,
+            empty_waiter: None,
+        }
+    }
+
+    /// A transport for a connection the native accept loop took: the
+    /// descriptor is Rust's until someone asks for its socket object.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn accepted(
+        loop_: &Bound<'_, LoopCore>,
+        fd: OwnedFd,
+        family: i32,
+        proto: i32,
+        peer: Addr,
+        protocol: &Bound<'_, PyAny>,
+        server: Option<&Bound<'_, PyAny>>,
+        server_takes_transport: bool,
+    ) -> PyResult<Self> {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let local = Addr::from_kernel(rustix::net::getsockname(&fd).ok());
+        let mut t = Self::base(
+            loop_,
+            raw,
+            family,
+            proto,
+            local,
+            peer,
+            server,
+            server_takes_transport,
+        );
+        t.owned = Some(fd);
+        t.assign_protocol(protocol)?;
+        Ok(t)
+    }
+
+    fn peer_given(&self, py: Python<'_>) -> PyResult<bool> {
+        match &self.extra {
+            Some(e) => e.bind(py).contains(pyo3::intern!(py, "peername")),
+            None => Ok(false),
+        }
+    }
+
+    /// The Python socket object, made from the descriptor on first use;
+    /// None once the socket is closed.
+    fn sock_object<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let (family, proto, fd) = {
+            let t = slf.borrow();
+            if let Some(s) = &t.sock {
+                return Ok(Some(s.bind(py).clone()));
+            }
+            if t.owned.is_none() {
+                return Ok(None);
+            }
+            (t.family, t.proto, t.fd)
+        };
+        let sock = py
+            .import(pyo3::intern!(py, "socket"))?
+            .getattr(pyo3::intern!(py, "socket"))?
+            .call1((family, SOCK_STREAM, proto, fd))?;
+        // What asyncio's accept path does to the connection's socket.
+        sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
+        let mut t = slf.borrow_mut();
+        if let Some(fd) = t.owned.take() {
+            // The socket object owns the descriptor from now on.
+            let _ = fd.into_raw_fd();
+        }
+        t.sock = Some(sock.clone().unbind());
+        Ok(Some(sock))
+    }
+
+    /// Closes the socket: its Python object if it has one, else the
+    /// descriptor; and forgets the loop's record of it.
+    fn close_socket(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (sock, owned, loop_, fd) = {
+            let mut t = slf.borrow_mut();
+            (t.sock.take(), t.owned.take(), t.loop_.clone_ref(py), t.fd)
+        };
+        registry::forget(loop_.bind(py), fd, slf.as_any());
+        drop(owned);
+        if let Some(s) = &sock {
+            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+
+    /// `get_extra_info('socket')`: asyncio's `TransportSocket`, made once.
+    /// Asked for after the socket was closed without ever having had a
+    /// Python object, it is a closed socket of the same kind, as asyncio's
+    /// would be by then.
+    fn transport_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Some(ts) = &slf.borrow().tsock {
+            return Ok(ts.clone_ref(py));
+        }
+        let sock = match Self::sock_object(slf)? {
+            Some(s) => s,
+            None => {
+                let (family, proto) = {
+                    let t = slf.borrow();
+                    (t.family, t.proto)
+                };
+                let socket = py.import(pyo3::intern!(py, "socket"))?;
+                let made = socket.getattr(pyo3::intern!(py, "socket"))?.call1((
+                    family,
+                    SOCK_STREAM,
+                    proto,
+                ));
+                match made {
+                    Ok(s) => {
+                        s.call_method0(pyo3::intern!(py, "close"))?;
+                        s
+                    }
+                    // Out of descriptors, say: there is no socket to show.
+                    Err(e) if e.is_instance_of::<PyOSError>(py) => return Ok(py.None()),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let ts = py
+            .import(pyo3::intern!(py, "asyncio.trsock"))?
+            .getattr(pyo3::intern!(py, "TransportSocket"))?
+            .call1((sock,))?
+            .unbind();
+        slf.borrow_mut().tsock = Some(ts.clone_ref(py));
+        Ok(ts)
+    }
+
     fn assign_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
