@@ -1,6 +1,7 @@
 """Real asyncio libraries on both loops, over TLS and in the clear: an
 aiohttp server with aiohttp's and httpx's clients (HTTP/1.1 with request
-bodies of many sizes, a WebSocket), and a websockets server and client.
+bodies of many sizes, a WebSocket), a websockets server and client, and
+uvicorn (h11 and httptools) serving a FastAPI app.
 They exercise the loop the way applications do — create_server/
 create_connection with ssl=, streams, flow control, get_extra_info — and
 each must give the same results on ferroloop as on asyncio's loop.
@@ -144,3 +145,72 @@ def test_websockets_server_and_client(loop, certs, tls):
         return out
 
     assert run(loop, main()) == [True, True, True]
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_serving_fastapi(loop, http):
+    uvicorn = pytest.importorskip("uvicorn")
+    fastapi = pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip(http)
+    import hashlib
+    import socket
+
+    # Starlette-style endpoints (FastAPI's add_route): this module's
+    # postponed annotations would hide a `Request` annotation from FastAPI.
+    async def echo(request):
+        body = await request.body()
+        return fastapi.responses.JSONResponse(
+            {
+                "size": len(body),
+                "sha": hashlib.sha256(body).hexdigest(),
+                "client": [request.client.host, request.client.port],
+                "server": list(request.scope["server"]),
+            }
+        )
+
+    async def stream(request):
+        async def chunks():
+            for i in range(50):
+                yield b"%04d" % i * 1000
+
+        return fastapi.responses.StreamingResponse(chunks())
+
+    app = fastapi.FastAPI()
+    app.add_route("/echo", echo, methods=["POST"])
+    app.add_route("/stream", stream)
+
+    async def main():
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, http=http, lifespan="on", log_level="warning", ws="none")
+        server = uvicorn.Server(config)
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            out = []
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for size in SIZES:
+                    body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+                    r = await client.post("/echo", content=body)
+                    got = r.json()
+                    host, client_port = got["client"]
+                    out.append(
+                        (
+                            r.status_code,
+                            got["size"] == size and got["sha"] == hashlib.sha256(body).hexdigest(),
+                            host == "127.0.0.1" and client_port not in (0, port),
+                            got["server"] == ["127.0.0.1", port],
+                        )
+                    )
+                r = await client.get("/stream")
+                out.append(r.content == b"".join(b"%04d" % i * 1000 for i in range(50)))
+            return out
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+
+    assert run(loop, main()) == [(200, True, True, True)] * len(SIZES) + [True]
