@@ -319,3 +319,23 @@ def test_garbage_collection_while_connections_wait_to_be_set_up(loop):
         await close_all(*(p.transport for p in protocols))
 
     run(loop, main())
+
+
+def test_an_accept_error_goes_to_the_handler_with_asyncios_handle(loop):
+    async def main():
+        server = await loop.create_server(lambda: Recorder(loop), "127.0.0.1", 0)
+        # A listening socket shut down for reading fails accept() with EINVAL.
+        lsock = server.sockets[0]
+        socket.socket.shutdown(lsock._sock, socket.SHUT_RD)
+        errors = await drain_errors(loop)
+        # (asyncio's handle shows as cancelled once the server is closed)
+        shown = repr(errors[0]["handle"])
+        server.close()
+        await server.wait_closed()
+        ctx = errors[0]
+        assert set(ctx) == {"message", "exception", "handle"}
+        assert isinstance(ctx["exception"], OSError) and ctx["exception"].errno == 22  # EINVAL
+        assert shown.startswith("<Handle BaseSelectorEventLoop._accept_connection(")
+        assert ctx["message"] == f"Exception in callback {shown[len('<Handle '):-1]}"
+
+    run(loop, main())

@@ -1,7 +1,8 @@
 """Real asyncio libraries on both loops, over TLS and in the clear: an
 aiohttp server with aiohttp's and httpx's clients (HTTP/1.1 with request
 bodies of many sizes, a WebSocket), a websockets server and client, and
-uvicorn (h11 and httptools) serving a FastAPI app.
+uvicorn (h11 and httptools) serving a FastAPI app, and anyio's TCP, TLS,
+UDP and thread APIs.
 They exercise the loop the way applications do — create_server/
 create_connection with ssl=, streams, flow control, get_extra_info — and
 each must give the same results on ferroloop as on asyncio's loop.
@@ -214,3 +215,49 @@ def test_uvicorn_serving_fastapi(loop, http):
             sock.close()
 
     assert run(loop, main()) == [(200, True, True, True)] * len(SIZES) + [True]
+
+
+def test_anyio_tcp_tls_udp_and_threads(loop, certs):
+    anyio = pytest.importorskip("anyio")
+    from anyio.streams.tls import TLSListener, TLSStream
+
+    async def serve(stream):
+        async with stream:
+            async for chunk in stream:
+                await stream.send(chunk.upper())
+
+    async def main():
+        out = []
+        async with anyio.create_task_group() as tg:
+            # TCP: anyio's listener accepts with loop.sock_accept.
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            tg.start_soon(listener.serve, serve)
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"hello")
+                out.append(await s.receive())
+            # TLS: anyio's own TLS stream over a ferroloop connection.
+            tls_listener = TLSListener(await anyio.create_tcp_listener(local_host="127.0.0.1"), certs.server)
+            tls_port = tls_listener.listener.extra(anyio.abc.SocketAttribute.local_port)
+            tg.start_soon(tls_listener.serve, serve)
+            raw = await anyio.connect_tcp("127.0.0.1", tls_port)
+            tls = await TLSStream.wrap(raw, hostname="127.0.0.1", ssl_context=certs.client)
+            async with tls:
+                await tls.send(b"secret")
+                out.append(await tls.receive())
+            # UDP through create_datagram_endpoint.
+            async with await anyio.create_udp_socket(local_host="127.0.0.1") as a:
+                async with await anyio.create_connected_udp_socket(
+                    "127.0.0.1", a.extra(anyio.abc.SocketAttribute.local_port)
+                ) as b:
+                    await b.send(b"datagram")
+                    data, addr = await a.receive()
+                    out.append((data, addr == b.extra(anyio.abc.SocketAttribute.local_address)))
+            # A worker thread that calls back into the loop.
+            out.append(await anyio.to_thread.run_sync(lambda: anyio.from_thread.run_sync(lambda: "back")))
+            tg.cancel_scope.cancel()
+        await listener.aclose()
+        await tls_listener.aclose()
+        return out
+
+    assert run(loop, main()) == [b"HELLO", b"SECRET", (b"datagram", True), "back"]

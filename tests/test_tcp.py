@@ -1649,3 +1649,37 @@ def test_a_transport_nobody_holds_still_starts_reading(loop):
         loop._transports[fd].close()
         run(loop, asyncio.sleep(0))
         b.close()
+
+
+def test_pause_reading_from_an_earlier_callback_of_the_same_iteration(loop):
+    # Two connections whose data arrives for the same iteration: whichever
+    # protocol runs first pauses the other's reading, and the other's read,
+    # already due in that iteration, must not run (asyncio's remove_reader
+    # cancels its handle). Its data comes after resume_reading.
+    class Pauser(Recorder):
+        other = None
+
+        def data_received(self, data):
+            super().data_received(data)
+            if self.other is not None and self.other.transport.is_reading():
+                self.other.transport.pause_reading()
+                self.paused_other = True
+
+    async def main():
+        st1, sp1, ct1, cp1, server1 = await tcp_pair(loop, server_protocol=Pauser)
+        st2, sp2, ct2, cp2, server2 = await tcp_pair(loop, server_protocol=Pauser)
+        sp1.other, sp2.other = sp2, sp1
+        s1, s2 = ct1.get_extra_info("socket"), ct2.get_extra_info("socket")
+        # Sent with plain syscalls, so both are readable before the next poll.
+        socket.socket.send(s1._sock, b"one")
+        socket.socket.send(s2._sock, b"two")
+        await asyncio.sleep(0.05)
+        got = [bytes(sp1.data), bytes(sp2.data)]
+        assert sorted(got) in ([b"", b"one"], [b"", b"two"]), got
+        paused = sp1 if got[0] == b"" else sp2
+        assert not paused.transport.is_reading()
+        paused.transport.resume_reading()
+        await paused.wait_for_bytes(3)
+        await close_all(ct1, ct2, st1, st2, server1, server2)
+
+    run(loop, main())

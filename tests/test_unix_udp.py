@@ -596,6 +596,11 @@ def test_exception_in_datagram_received(loop):
             [ctx] = await drain_errors(loop)
             assert isinstance(ctx["exception"], ValueError)
             assert ctx["message"].startswith("Exception in callback")
+            # asyncio's context names the handle that ran: the transport's
+            # _read_ready.
+            assert set(ctx) == {"message", "exception", "handle"}
+            assert repr(ctx["handle"]).endswith("DatagramTransport._read_ready()>")
+            assert ctx["message"] == f"Exception in callback {repr(ctx['handle'])[len('<Handle '):-1]}"
             assert not t.is_closing()
             peer.sendto(b"next", t.get_extra_info("sockname"))
             await p.recv()

@@ -179,6 +179,15 @@ class SocketTransport(_SocketFace):
     def can_write_eof(self) -> bool:
         return True
 
+    # What the loop runs when the socket is ready (a handle's callback in
+    # asyncio, so error reports name it): defined here, not on the base, for
+    # the class name in that report.
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _write_ready(self) -> None:
+        self._core._write_ready()
+
     def _force_close(self, exc) -> None:
         self._core._force_close(exc)
 
@@ -241,6 +250,12 @@ class DatagramTransport(_SocketFace, asyncio.DatagramTransport):
 
     def sendto(self, data, addr=None) -> None:
         self._core.sendto(data, addr)
+
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _write_ready(self) -> None:
+        self._core._write_ready()
 
 
 def _check_pipe(fileno: int, message: str) -> int:

@@ -206,6 +206,23 @@ pub(super) fn remove(
     }
 }
 
+/// True if `source` still waits on `side` of `fd`.
+pub(super) fn is_registered(
+    this: &LoopCore,
+    fd: RawFd,
+    side: Side,
+    source: &Arc<dyn IoSource>,
+) -> bool {
+    let Some(entry) = this.fds.get(&fd) else {
+        return false;
+    };
+    let slot = match side {
+        Side::Read => &entry.reader,
+        Side::Write => &entry.writer,
+    };
+    matches!(slot, Some(Waiter::Source(s)) if Arc::ptr_eq(s, source))
+}
+
 /// Detaches one side of `fd` and updates the poller's interest.
 fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Waiter> {
     let entry = this.fds.get_mut(&fd)?;
@@ -242,7 +259,7 @@ pub(super) fn queue_ready(
             None => continue,
             Some(Waiter::Handle(h)) if h.get().is_cancelled() => None,
             Some(Waiter::Handle(h)) => Some(Ready::Native(h.clone_ref(py))),
-            Some(Waiter::Source(s)) => Some(Ready::Source(s.clone(), side)),
+            Some(Waiter::Source(s)) => Some(Ready::Source(s.clone(), side, r.fd)),
         };
         match item {
             Some(item) => this.ready.push_back(item),

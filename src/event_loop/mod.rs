@@ -42,8 +42,8 @@ use std::sync::Arc;
 pub(crate) enum Ready {
     Native(Py<Handle>),
     Foreign(Py<PyAny>),
-    /// A native I/O source whose descriptor is ready on one side.
-    Source(Arc<dyn source::IoSource>, fds::Side),
+    /// A native I/O source whose descriptor `.2` is ready on one side.
+    Source(Arc<dyn source::IoSource>, fds::Side, RawFd),
 }
 
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
@@ -506,7 +506,7 @@ impl LoopCore {
             match item {
                 Ready::Native(h) => visit.call(h)?,
                 Ready::Foreign(h) => visit.call(h)?,
-                Ready::Source(s, _) => seen.traverse(s, &visit)?,
+                Ready::Source(s, _, _) => seen.traverse(s, &visit)?,
             }
         }
         for t in self.timers.iter() {

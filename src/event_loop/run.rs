@@ -123,13 +123,12 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
 fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
-    let py = slf.py();
     let debug = slf.borrow().debug;
     while let Some(item) = batch.pop_front() {
         let result = if debug {
             run_timed(slf, &item)
         } else {
-            run_item(py, &item)
+            run_item(slf, &item)
         };
         drop(item);
         if let Err(e) = result {
@@ -156,7 +155,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
     Ok(())
 }
 
-fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
+fn run_item(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
+    let py = slf.py();
     match item {
         Ready::Native(h) => {
             let h = h.bind(py);
@@ -172,25 +172,53 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
             }
             h.call_method0(pyo3::intern!(py, "_run")).map(drop)
         }
-        Ready::Source(s, side) => match s.on_ready(py, *side) {
+        // Unregistered since it was queued (a callback earlier in this
+        // batch paused reading, closed the socket, ...): asyncio's handle
+        // would have been cancelled by remove_reader/remove_writer.
+        Ready::Source(s, side, fd) if !super::fds::is_registered(&slf.borrow(), *fd, *side, s) => {
+            Ok(())
+        }
+        Ready::Source(s, side, _) => match s.on_ready(py, *side) {
             Ok(()) => Ok(()),
             Err(e) if stops_loop(py, &e) => Err(e),
             // What escapes a transport (a protocol callback asyncio calls
             // unguarded, such as datagram_received) goes to the exception
             // handler, as it would from asyncio's `_read_ready` handle.
-            Err(e) => {
-                let ctx = pyo3::types::PyDict::new(py);
-                ctx.set_item(
-                    "message",
-                    format!("Exception in callback {}", s.describe(*side)),
-                )?;
-                ctx.set_item("exception", e.into_value(py))?;
-                let loop_ = s.loop_object(py);
-                loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
-                Ok(())
-            }
+            Err(e) => report_source_error(slf, s.as_ref(), *side, e),
         },
     }
+}
+
+/// What escapes a native source goes to the exception handler as it would
+/// from asyncio's handle: "Exception in callback ...", with the `handle`
+/// (the transport's bound `_read_ready`, say) when the source names one.
+fn report_source_error(
+    slf: &Bound<'_, LoopCore>,
+    s: &dyn super::source::IoSource,
+    side: super::fds::Side,
+    e: PyErr,
+) -> PyResult<()> {
+    let py = slf.py();
+    let ctx = pyo3::types::PyDict::new(py);
+    let loop_ = s.loop_object(py);
+    let mut shown = s.describe(side);
+    if let Some((callback, args)) = s.handle_callback(py, side) {
+        let debug = slf.borrow().debug;
+        shown = crate::py::format_callback_source(py, &callback, &args, debug)?.to_string();
+        let handle = crate::handles::Handle::new(
+            py,
+            callback.unbind(),
+            args.unbind(),
+            None,
+            loop_.clone().unbind(),
+            false,
+        )?;
+        ctx.set_item("handle", Py::new(py, handle)?)?;
+    }
+    ctx.set_item("message", format!("Exception in callback {shown}"))?;
+    ctx.set_item("exception", e.into_value(py))?;
+    loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+    Ok(())
 }
 
 fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
@@ -211,11 +239,11 @@ fn run_timed(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
         Ready::Foreign(h) => h.clone_ref(py),
         // Native sources report their own slowness through their protocol
         // callbacks' handles; there is no Python handle to name here.
-        Ready::Source(..) => return run_item(py, item),
+        Ready::Source(..) => return run_item(slf, item),
     };
     slf.borrow_mut().current_handle = Some(handle.clone_ref(py));
     let t0 = clock::now();
-    let result = run_item(py, item);
+    let result = run_item(slf, item);
     let dt = clock::now() - t0;
     let previous = slf.borrow_mut().current_handle.take();
     drop(previous);

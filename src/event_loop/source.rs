@@ -27,6 +27,17 @@ pub trait IoSource: Send + Sync {
     /// The loop, whose exception handler gets what escapes `on_ready`.
     fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny>;
 
+    /// The callback and arguments of the handle asyncio would have run,
+    /// for the `handle` of an error report (e.g. the transport's bound
+    /// `_read_ready`), if there is one to show.
+    fn handle_callback<'py>(
+        &self,
+        _py: Python<'py>,
+        _side: Side,
+    ) -> Option<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+        None
+    }
+
     /// The Python objects the source holds, for the garbage collector.
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError>;
 }

@@ -391,6 +391,18 @@ impl DatagramTransport {
         })
     }
 
+    /// asyncio's `_read_ready`: what the loop runs when the socket is
+    /// readable (also callable directly, as asyncio's is).
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        <Self as Core>::on_ready(slf, Side::Read)
+    }
+
+    /// asyncio's `_write_ready`: what the loop runs when the socket is
+    /// writable.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        <Self as Core>::on_ready(slf, Side::Write)
+    }
+
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let ok = {
             let t = slf.borrow();

@@ -135,6 +135,20 @@ impl<T: Core> IoSource for Source<T> {
         T::on_ready(self.0.bind(py), side)
     }
 
+    fn handle_callback<'py>(
+        &self,
+        py: Python<'py>,
+        side: Side,
+    ) -> Option<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+        let name = match side {
+            Side::Read => pyo3::intern!(py, "_read_ready"),
+            Side::Write => pyo3::intern!(py, "_write_ready"),
+        };
+        let face = self.1.as_ref()?.bind(py);
+        let callback = face.getattr(name).ok()?;
+        Some((callback, pyo3::types::PyTuple::empty(py)))
+    }
+
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.0)?;
         visit.call(&self.1)

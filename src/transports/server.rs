@@ -310,6 +310,32 @@ impl IoSource for ListenSource {
         self.0.get().loop_.bind(py).clone().into_any()
     }
 
+    /// asyncio's `_accept_connection` handle, with its arguments.
+    fn handle_callback<'py>(
+        &self,
+        py: Python<'py>,
+        _side: Side,
+    ) -> Option<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+        let l = self.0.get();
+        let callback = l
+            .loop_
+            .bind(py)
+            .getattr(pyo3::intern!(py, "_accept_connection"))
+            .ok()?;
+        let args = (
+            &l.protocol_factory,
+            &l.sock,
+            py.None(),
+            &l.server,
+            l.backlog,
+            &l.ssl_handshake_timeout,
+            &l.ssl_shutdown_timeout,
+        )
+            .into_pyobject(py)
+            .ok()?;
+        Some((callback, args))
+    }
+
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.0)
     }
