@@ -227,7 +227,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         # asyncio's _accept_connection and per-connection task, in Rust.
         # TLS servers, and loops whose accept path or transport factory was
         # replaced, take asyncio's own.
-        if sslcontext is None and not self._accept_path_overridden():
+        if not sslcontext and not self._accept_path_overridden():
             _ferroloop.serve(
                 self, sock, protocol_factory, server, backlog, ssl_handshake_timeout,
                 ssl_shutdown_timeout, _transports._SERVER_TAKES_TRANSPORT, _transports.accepted,
