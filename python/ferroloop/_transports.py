@@ -141,13 +141,17 @@ class SocketTransport(_SocketFace):
         self._core = _ferroloop.StreamTransport(
             loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT, extra
         )
+        self._attach_to(server)
+        loop._transports[sock.fileno()] = self
+        self._core._start(waiter)
+
+    def _attach_to(self, server) -> None:
+        # 3.13's Server tracks its transports; earlier ones count them.
         if server is not None:
             if _SERVER_TAKES_TRANSPORT:
                 server._attach(self)
             else:
                 server._attach()
-        loop._transports[sock.fileno()] = self
-        self._core._start(waiter)
 
     def get_extra_info(self, name, default=None):
         return self._core.get_extra_info(name, default)
@@ -207,11 +211,7 @@ def accepted(loop, core, server) -> SocketTransport:
     self._server = server
     self._core = core
     core._set_face(self)
-    if server is not None:
-        if _SERVER_TAKES_TRANSPORT:
-            server._attach(self)
-        else:
-            server._attach()
+    self._attach_to(server)
     core._start(None)
     return self
 

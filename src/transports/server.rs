@@ -21,7 +21,7 @@
 //! reported in debug mode only.
 
 use super::addr::Addr;
-use super::stream::StreamTransport;
+use super::stream::{stream_socket, StreamTransport};
 use super::{log_debug, registry, stops_loop, Core};
 use crate::event_loop::fds::Side;
 use crate::event_loop::source::{self, IoSource};
@@ -34,9 +34,6 @@ use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-
-/// `socket.SOCK_STREAM`.
-const SOCK_STREAM: i32 = 1;
 
 /// asyncio's `constants.ACCEPT_RETRY_DELAY`, in seconds.
 const ACCEPT_RETRY_DELAY: f64 = 1.0;
@@ -84,7 +81,8 @@ impl Listener {
                         true => Addr::from_kernel(addr),
                         false => Addr::Unknown,
                     };
-                    let conn = match loop_.borrow().debug_enabled() {
+                    let debug = loop_.borrow().debug_enabled();
+                    let conn = match debug {
                         true => this.log_accept(py, conn, &peer)?,
                         false => conn,
                     };
@@ -96,7 +94,6 @@ impl Listener {
                         .context
                         .bind(py)
                         .call_method0(pyo3::intern!(py, "copy"))?;
-                    let debug = loop_.borrow().debug_enabled();
                     LoopCore::push_soon(
                         loop_,
                         Bound::new(py, accepted)?.as_any(),
@@ -153,10 +150,7 @@ impl Listener {
     /// last being the connection's socket object. One is made to show it,
     /// then gives the descriptor back.
     fn log_accept(&self, py: Python<'_>, conn: OwnedFd, peer: &Addr) -> PyResult<OwnedFd> {
-        let made = py
-            .import(pyo3::intern!(py, "socket"))?
-            .getattr(pyo3::intern!(py, "socket"))?
-            .call1((self.family, SOCK_STREAM, self.proto, conn.as_raw_fd()));
+        let made = stream_socket(py, self.family, self.proto, Some(conn.as_raw_fd()));
         let Ok(sock) = made else {
             return Ok(conn);
         };
@@ -244,10 +238,7 @@ impl Listener {
     ) -> PyResult<()> {
         let loop_ = self.loop_.bind(py);
         let raw = conn.as_raw_fd();
-        let sock = py
-            .import(pyo3::intern!(py, "socket"))?
-            .getattr(pyo3::intern!(py, "socket"))?
-            .call1((self.family, SOCK_STREAM, self.proto, raw))?;
+        let sock = stream_socket(py, self.family, self.proto, Some(raw))?;
         // The socket object owns the descriptor now.
         let _ = conn.into_raw_fd();
         sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;

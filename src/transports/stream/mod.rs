@@ -79,6 +79,19 @@ pub struct StreamTransport {
 /// `socket.SOCK_STREAM`.
 const SOCK_STREAM: i32 = 1;
 
+/// `socket.socket(family, SOCK_STREAM, proto, fileno=fd)`: the Python
+/// socket object of a stream descriptor, or a new socket for `None`.
+pub(crate) fn stream_socket<'py>(
+    py: Python<'py>,
+    family: i32,
+    proto: i32,
+    fd: Option<RawFd>,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import(pyo3::intern!(py, "socket"))?
+        .getattr(pyo3::intern!(py, "socket"))?
+        .call1((family, SOCK_STREAM, proto, fd))
+}
+
 impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready);
 
 impl LostWrites for StreamTransport {
@@ -718,10 +731,7 @@ impl StreamTransport {
             }
             (t.family, t.proto, t.fd)
         };
-        let sock = py
-            .import(pyo3::intern!(py, "socket"))?
-            .getattr(pyo3::intern!(py, "socket"))?
-            .call1((family, SOCK_STREAM, proto, fd))?;
+        let sock = stream_socket(py, family, proto, Some(fd))?;
         // What asyncio's accept path does to the connection's socket.
         sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
         let mut t = slf.borrow_mut();
@@ -765,12 +775,7 @@ impl StreamTransport {
                     let t = slf.borrow();
                     (t.family, t.proto)
                 };
-                let socket = py.import(pyo3::intern!(py, "socket"))?;
-                let made = socket.getattr(pyo3::intern!(py, "socket"))?.call1((
-                    family,
-                    SOCK_STREAM,
-                    proto,
-                ));
+                let made = stream_socket(py, family, proto, None);
                 match made {
                     Ok(s) => {
                         s.call_method0(pyo3::intern!(py, "close"))?;
