@@ -890,3 +890,39 @@ def test_datagram_pause_and_resume_reading(loop):
         assert not t.is_reading()
 
     run(loop, main())
+
+
+def _errors_then_close(loop_factory):
+    """sendto() of an oversized datagram twice; error_received closes the
+    transport. Returns (error types seen, connection_lost's argument)."""
+    loop = loop_factory()
+
+    class Closer(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport, self.errors, self.lost = transport, [], loop.create_future()
+
+        def error_received(self, exc):
+            self.errors.append(type(exc).__name__)
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            if not self.lost.done():
+                self.lost.set_result(exc)
+
+    async def main():
+        transport, protocol = await loop.create_datagram_endpoint(Closer, local_addr=("127.0.0.1", 0))
+        addr = transport.get_extra_info("sockname")
+        transport.sendto(b"\0" * 70000, addr)  # EMSGSIZE, at once
+        transport.sendto(b"\0" * 70000, addr)
+        return protocol.errors, await asyncio.wait_for(protocol.lost, 5)
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_error_received_may_close_the_transport_inside_sendto(loop_factory):
+    # The transport was still borrowed while error_received ran: closing
+    # it there raised a PanicException.
+    assert _errors_then_close(loop_factory) == _errors_then_close(asyncio.SelectorEventLoop)

@@ -18,7 +18,7 @@ use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
@@ -83,7 +83,10 @@ impl FlowControlled for DatagramTransport {
 impl DatagramTransport {
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
-        if let Some(p) = slf.borrow().protocol(py) {
+        // Taken out first: the borrow must end before the protocol runs (it
+        // may close this transport).
+        let protocol = slf.borrow().protocol(py);
+        if let Some(p) = protocol {
             p.bind(py)
                 .call_method1(pyo3::intern!(py, "error_received"), (err.into_value(py),))?;
         }
@@ -451,10 +454,7 @@ impl DatagramTransport {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
         {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                crate::py::type_name_repr(data)?
-            )));
+            return Err(crate::transports::not_bytes_error(data, false));
         }
         let bytes: Bound<'_, PyBytes> = match data.cast::<PyBytes>() {
             Ok(b) => b.clone(),

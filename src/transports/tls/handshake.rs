@@ -207,9 +207,23 @@ impl TlsProtocol {
 
     fn on_shutdown_complete(slf: &Bound<'_, Self>, exc: Option<PyErr>) -> PyResult<()> {
         let py = slf.py();
-        let handle = slf.borrow_mut().shutdown_timeout_handle.take();
-        if let Some(h) = handle {
-            h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+        if exc.is_none() && super::names(py)?.keep_shutdown_timer {
+            // 3.14: the timeout stays (or starts, when the peer began the
+            // shutdown) until connection_lost.
+            if slf.borrow().shutdown_timeout_handle.is_none() {
+                let timeout = slf.borrow().shutdown_timeout.clone_ref(py);
+                let handle = Self::call_later_own(
+                    slf,
+                    timeout,
+                    pyo3::intern!(py, "_check_shutdown_timeout"),
+                )?;
+                slf.borrow_mut().shutdown_timeout_handle = Some(handle);
+            }
+        } else {
+            let handle = slf.borrow_mut().shutdown_timeout_handle.take();
+            if let Some(h) = handle {
+                h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+            }
         }
         match exc {
             Some(e) => {
@@ -278,7 +292,8 @@ impl TlsProtocol {
         })();
         match res {
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(py) => {
-                if let Some(t) = slf.borrow().transport(py) {
+                let transport = slf.borrow().transport(py);
+                if let Some(t) = transport {
                     t.bind(py).call_method0(pyo3::intern!(py, "close"))?;
                 }
                 Err(e)

@@ -108,6 +108,11 @@ struct Names {
     shutdown_timeout: Py<PyAny>,
     /// 3.13 aborts the socket transport with `_force_close(exc)`.
     abort_takes_exc: bool,
+    /// Whether a clean shutdown keeps its timeout running until
+    /// connection_lost (3.14's `_on_shutdown_complete`: the socket's close
+    /// may wait forever on a peer that does not read). Read off asyncio's
+    /// own method, which names `_check_shutdown_timeout` only if it does.
+    keep_shutdown_timer: bool,
 }
 
 static NAMES: PyOnceLock<Names> = PyOnceLock::new();
@@ -132,6 +137,12 @@ fn names(py: Python<'_>) -> PyResult<&'static Names> {
             handshake_timeout: get(&constants, "SSL_HANDSHAKE_TIMEOUT")?,
             shutdown_timeout: get(&constants, "SSL_SHUTDOWN_TIMEOUT")?,
             abort_takes_exc: py.version_info() >= (3, 13),
+            keep_shutdown_timer: sslproto
+                .getattr("SSLProtocol")?
+                .getattr("_on_shutdown_complete")?
+                .getattr("__code__")?
+                .getattr("co_names")?
+                .contains("_check_shutdown_timeout")?,
         })
     })
 }
@@ -295,7 +306,8 @@ impl TlsProtocol {
     /// goes to the exception handler.
     fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
-        if let Some(t) = slf.borrow().transport(py) {
+        let transport = slf.borrow().transport(py);
+        if let Some(t) = transport {
             t.bind(py)
                 .call_method1(pyo3::intern!(py, "_force_close"), (exc,))?;
         }
@@ -818,6 +830,18 @@ impl TlsProtocol {
 
     fn _check_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::check_shutdown_timeout(slf)
+    }
+
+    /// Whether the socket transport is closing: 3.14's application
+    /// transport counts that as closing too.
+    fn _is_transport_closing(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let Some(t) = slf.borrow().transport(py) else {
+            return Ok(false);
+        };
+        t.bind(py)
+            .call_method0(pyo3::intern!(py, "is_closing"))?
+            .is_truthy()
     }
 
     /// The application transport's `write(data)`.

@@ -344,7 +344,8 @@ impl TlsProtocol {
             } else {
                 "resume_reading"
             };
-            if let Some(t) = slf.borrow().transport(py) {
+            let transport = slf.borrow().transport(py);
+            if let Some(t) = transport {
                 t.bind(py).call_method0(method)?;
             }
         }
