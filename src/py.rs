@@ -10,8 +10,12 @@ use pyo3::types::{PyDict, PyTuple};
 
 /// The asyncio internals ferroloop reuses so its messages match asyncio's.
 pub struct Asyncio {
-    pub future: Py<PyAny>,
-    pub task: Py<PyAny>,
+    /// `asyncio.futures` and `asyncio.tasks`: their `Future` and `Task` are
+    /// looked up at each call, as asyncio's `create_future`/`create_task`
+    /// do, so that a replaced class (the pure-Python ones some tests
+    /// install) is the one used.
+    futures: Py<PyModule>,
+    tasks: Py<PyModule>,
     /// `BaseEventLoop.create_task`: the task-factory path, whose naming rules
     /// differ between Python versions.
     pub base_create_task: Py<PyAny>,
@@ -22,19 +26,33 @@ pub struct Asyncio {
     pub logger: Py<PyAny>,
     pub extract_stack: Py<PyAny>,
     pub getframe: Py<PyAny>,
+    /// `events._ThreadSafeHandle` (3.14+): what `call_soon_threadsafe`
+    /// returns there, a handle whose cancel() waits for a running callback.
+    pub threadsafe_handle: Option<Py<PyAny>>,
 }
 
 static ASYNCIO: PyOnceLock<Asyncio> = PyOnceLock::new();
 
+impl Asyncio {
+    /// `futures.Future`, as it is now.
+    pub fn future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.futures.bind(py).getattr(pyo3::intern!(py, "Future"))
+    }
+
+    /// `tasks.Task`, as it is now.
+    pub fn task<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.tasks.bind(py).getattr(pyo3::intern!(py, "Task"))
+    }
+}
+
 pub fn asyncio(py: Python<'_>) -> PyResult<&'static Asyncio> {
     ASYNCIO.get_or_try_init(py, || {
-        let asyncio = py.import("asyncio")?;
         let base = py.import("asyncio.base_events")?;
         let helpers = py.import("asyncio.format_helpers")?;
         let sys = py.import("sys")?;
         Ok(Asyncio {
-            future: asyncio.getattr("Future")?.unbind(),
-            task: asyncio.getattr("Task")?.unbind(),
+            futures: py.import("asyncio.futures")?.unbind(),
+            tasks: py.import("asyncio.tasks")?.unbind(),
             base_create_task: base
                 .getattr("BaseEventLoop")?
                 .getattr("create_task")?
@@ -45,6 +63,11 @@ pub fn asyncio(py: Python<'_>) -> PyResult<&'static Asyncio> {
             logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
             extract_stack: helpers.getattr("extract_stack")?.unbind(),
             getframe: sys.getattr("_getframe")?.unbind(),
+            threadsafe_handle: py
+                .import("asyncio.events")?
+                .getattr("_ThreadSafeHandle")
+                .ok()
+                .map(Bound::unbind),
         })
     })
 }

@@ -141,6 +141,47 @@ def test_task_factory(loop):
     assert len(calls) == 2
 
 
+def test_task_factory_receives_exactly_the_keywords_given(loop):
+    # 3.14 hands the factory create_task's keywords as given; earlier
+    # versions pass `context` only, and apply `name` with set_name().
+    seen = []
+
+    def factory(the_loop, coro, **kwargs):
+        seen.append(sorted(kwargs))
+        return asyncio.Task(coro, loop=the_loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        for kw in ({}, {"name": "n"}, {"context": contextvars.copy_context()}, {"name": None}):
+            task = loop.create_task(value(1), **kw)
+            assert loop.run_until_complete(task) == 1
+    finally:
+        loop.set_task_factory(None)
+    if sys.version_info >= (3, 14):
+        assert seen == [[], ["name"], ["context"], ["name"]]
+    else:
+        assert seen == [[], [], ["context"], []]
+
+
+def test_create_task_takes_other_keywords_as_its_version_does(loop):
+    async def now():
+        return "ran"
+
+    async def main():
+        coro = now()
+        if sys.version_info >= (3, 14):
+            # Passed on to Task: an eager task runs to its first suspension
+            # inside create_task.
+            task = loop.create_task(coro, eager_start=True)
+            assert task.done() and task.result() == "ran"
+        else:
+            with pytest.raises(TypeError, match="unexpected keyword argument 'eager_start'"):
+                loop.create_task(coro, eager_start=True)
+            coro.close()
+
+    loop.run_until_complete(main())
+
+
 class NamedFuture(asyncio.Future):
     def set_name(self, name):  # asyncio 3.13 names what the factory returns
         self.name = name
@@ -373,3 +414,22 @@ def test_sleep_ordering(loop):
         return out
 
     assert loop.run_until_complete(main()) == [0, 0.01, 0.02, 0.03]
+
+
+def test_create_task_and_future_use_the_classes_asyncio_has_now(loop, monkeypatch):
+    # asyncio's create_task/create_future look up tasks.Task and
+    # futures.Future at each call; code that swaps them (CPython's tests
+    # install the pure-Python classes) gets its own on either loop.
+    class MyTask(asyncio.Task):
+        pass
+
+    class MyFuture(asyncio.Future):
+        pass
+
+    monkeypatch.setattr(asyncio.tasks, "Task", MyTask)
+    monkeypatch.setattr(asyncio.futures, "Future", MyFuture)
+    task = loop.create_task(value(1))
+    future = loop.create_future()
+    assert type(task) is MyTask and type(future) is MyFuture
+    future.set_result(2)
+    assert loop.run_until_complete(asyncio.gather(task, future)) == [1, 2]

@@ -178,3 +178,40 @@ def test_to_thread_carries_the_context(loop):
     value, ident = loop.run_until_complete(main())
     assert value == "in the task"
     assert ident != threading.get_ident()
+
+
+@pytest.mark.skipif(
+    not hasattr(asyncio.events, "_ThreadSafeHandle"), reason="3.14 added asyncio's thread-safe handle"
+)
+def test_call_soon_threadsafe_handle_cancel_waits_for_the_running_callback(loop):
+    # From 3.14 the handle is asyncio's _ThreadSafeHandle: cancel() from
+    # another thread blocks until a callback already running has finished,
+    # and a handle cancelled before it runs never runs.
+    started, finished, log = threading.Event(), threading.Event(), []
+
+    def slow():
+        started.set()
+        time.sleep(0.2)
+        log.append("slow ran")
+        finished.set()
+
+    gate = threading.Event()
+
+    def in_thread():
+        never = loop.call_soon_threadsafe(log.append, "never")
+        never.cancel()
+        gate.set()
+        handle = loop.call_soon_threadsafe(slow)
+        log.append(isinstance(handle, asyncio.events._ThreadSafeHandle))
+        started.wait()
+        handle.cancel()
+        log.append(("finished before cancel returned", finished.is_set()))
+        loop.call_soon_threadsafe(loop.stop)
+
+    # The loop is held until `never` is queued and cancelled.
+    loop.call_soon(gate.wait, 5)
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    loop.run_forever()
+    thread.join()
+    assert log == [True, "slow ran", ("finished before cancel returned", True)]

@@ -1,5 +1,6 @@
 """Type stubs for ferroloop's Rust extension."""
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextvars import Context
 from typing import Any, final
@@ -83,7 +84,9 @@ class LoopCore:
     ) -> Handle: ...
     def call_soon_threadsafe(
         self, callback: Callable[..., object], *args: Any, context: Context | None = None
-    ) -> Handle: ...
+    ) -> Handle | asyncio.Handle:
+        """Like call_soon, from any thread. From 3.14 on the handle is
+        asyncio's `events._ThreadSafeHandle`, as on asyncio's loop."""
     def call_later(
         self,
         delay: float,
@@ -114,9 +117,10 @@ class LoopCore:
     def _timer_count(self) -> int: ...
     def _ready_count(self) -> int: ...
     def create_future(self) -> Any: ...
-    def create_task(
-        self, coro: Any, *, name: object | None = None, context: Context | None = None
-    ) -> Any: ...
+    def create_task(self, coro: Any, **kwargs: Any) -> Any:
+        """Schedule a coroutine as a Task: `name` and `context` on every
+        version; from 3.14 on any keyword is passed to the task factory or
+        to Task (`eager_start`), as asyncio does."""
     def _add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
     def _add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
     def _remove_reader(self, fd: Any) -> bool: ...

@@ -218,7 +218,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
+    ) -> PyResult<Py<PyAny>> {
         let debug = {
             let this = slf.borrow();
             this.check_closed()?;
@@ -227,7 +227,28 @@ impl LoopCore {
         if debug {
             Self::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Self::push_soon(slf, callback, args, context, debug)?;
+        let py = slf.py();
+        let handle = match &crate::py::asyncio(py)?.threadsafe_handle {
+            // From 3.14 on it is asyncio's own `_ThreadSafeHandle`, whose
+            // lock makes a cancel() from another thread wait for a callback
+            // that is running; the ready queue runs it through `_run`.
+            Some(class) => {
+                let context = context.unwrap_or_else(|| py.None());
+                let h = class.bind(py).call1((callback, args, slf, context))?;
+                if debug {
+                    // asyncio drops call_soon_threadsafe's own frame.
+                    let tb = h.getattr(pyo3::intern!(py, "_source_traceback"))?;
+                    if tb.is_truthy()? {
+                        tb.del_item(-1)?;
+                    }
+                }
+                slf.borrow_mut()
+                    .ready
+                    .push_back(Ready::Foreign(h.clone().unbind()));
+                h.unbind()
+            }
+            None => Self::push_soon(slf, callback, args, context, debug)?.into_any(),
+        };
         if let Some(p) = &slf.borrow().poller {
             p.wake();
         }
@@ -435,14 +456,13 @@ impl LoopCore {
         tasks::create_future(slf)
     }
 
-    #[pyo3(signature = (coro, *, name = None, context = None))]
+    #[pyo3(signature = (coro, **kwargs))]
     fn create_task(
         slf: &Bound<'_, Self>,
         coro: &Bound<'_, PyAny>,
-        name: Option<&Bound<'_, PyAny>>,
-        context: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        tasks::create_task(slf, coro, name, context)
+        tasks::create_task(slf, coro, kwargs)
     }
 
     // --- file descriptors ---------------------------------------------------
