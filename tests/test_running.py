@@ -304,8 +304,21 @@ def test_run_raises_the_exception_of_main(run_main):
 
 @pytest.mark.parametrize("not_a_coroutine", [42, answer, asyncio.sleep])
 def test_run_needs_a_coroutine(run_main, not_a_coroutine):
-    with pytest.raises(ValueError, match="^a coroutine was expected, got "):
+    if sys.version_info >= (3, 14):  # 3.14 also runs any awaitable
+        expected = pytest.raises(TypeError, match="^An asyncio.Future, a coroutine or an awaitable is required$")
+    else:
+        expected = pytest.raises(ValueError, match="^a coroutine was expected, got ")
+    with expected:
         run_main(not_a_coroutine)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="3.14 added running awaitables")
+def test_run_takes_any_awaitable_from_314(run_main):
+    class Awaitable:
+        def __await__(self):
+            return answer().__await__()
+
+    assert run_main(Awaitable()) == 42
 
 
 def test_run_refuses_to_run_inside_a_running_loop(run_main, loop):

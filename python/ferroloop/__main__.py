@@ -7,7 +7,7 @@ ferroloop loops without a change to the script.
 
 from __future__ import annotations
 
-import asyncio
+from asyncio import events
 import runpy
 import sys
 
@@ -18,7 +18,8 @@ def main(argv: list[str]) -> int:
     if len(argv) < 1 or argv[0] in ("-h", "--help"):
         print("usage: python -m ferroloop SCRIPT [ARGS...]  |  python -m ferroloop -m MODULE [ARGS...]")
         return 0 if argv else 2
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    # The private setter: the public one warns from 3.14 on.
+    getattr(events, "_set_event_loop_policy", events.set_event_loop_policy)(EventLoopPolicy())
     if argv[0] == "-m":
         if len(argv) < 2:
             print("python -m ferroloop -m: a module name is required", file=sys.stderr)

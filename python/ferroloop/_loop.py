@@ -42,6 +42,8 @@ _logger: Any = base_events.logger  # type: ignore[attr-defined]
 
 # asyncio's debug mode is on with PYTHONASYNCIODEBUG or `python -X dev`.
 _is_debug_mode: Any = getattr(asyncio.coroutines, "_is_debug_mode")
+# unix_events as Any: its 3.14+ private names are not in every typeshed.
+_unix_events: Any = unix_events
 
 
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
@@ -63,6 +65,16 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._clock_resolution = time.get_clock_info("monotonic").resolution
+        if _LOOP_WATCHERS:
+            # 3.14+: each Unix loop has its child watcher, chosen as asyncio
+            # chooses it. Its pidfd watcher is served natively (see
+            # _make_subprocess_transport); a threaded or replaced one is
+            # asyncio's path.
+            self._watcher = (
+                _unix_events._PidfdChildWatcher()
+                if _unix_events.can_use_pidfd()
+                else _unix_events._ThreadedChildWatcher()
+            )
         self.set_debug(_is_debug_mode())
 
     def __repr__(self) -> str:
@@ -358,7 +370,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
     ):
-        watcher = _installed_child_watcher()
+        watcher = _installed_child_watcher(self)
         if watcher is not None:
             return await _Unix._make_subprocess_transport(
                 self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
@@ -500,10 +512,21 @@ class _SelectorView:
         return selectors.SelectorKey(fd, fd, events, (reader, writer))
 
 
-def _installed_child_watcher() -> Any:
-    """The child watcher set on asyncio's policy, unless it is one of
-    asyncio's defaults (whose behaviour the pidfd watch reproduces)."""
-    policy = events.get_event_loop_policy()
+# 3.14 removed the child-watcher API: a Unix loop owns its `_watcher`.
+_LOOP_WATCHERS = hasattr(unix_events, "_PidfdChildWatcher")
+
+
+def _installed_child_watcher(loop: Any) -> Any:
+    """The child watcher asyncio would use instead of the native pidfd
+    watch: on 3.14+ the loop's own `_watcher` unless it is asyncio's pidfd
+    watcher (which the native watch reproduces); before 3.14 the watcher set
+    on the policy, unless it is one of asyncio's defaults."""
+    if _LOOP_WATCHERS:
+        watcher = getattr(loop, "_watcher", None)
+        return None if type(watcher) is _unix_events._PidfdChildWatcher else watcher
+    # The private getter: the public one warns from 3.14 on, where policies
+    # are deprecated and child watchers are gone (so this finds none).
+    policy = getattr(events, "_get_event_loop_policy", events.get_event_loop_policy)()
     watcher = getattr(policy, "_watcher", None)
     defaults = tuple(
         getattr(unix_events, name)

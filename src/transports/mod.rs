@@ -299,3 +299,32 @@ pub fn report_fatal<'py, T: Core>(
     }
     Ok(exc)
 }
+
+/// The TypeError a transport's `write()`/`sendto()` raises for data that is
+/// not bytes, bytearray or memoryview, in the words of the running asyncio:
+/// 3.14 reworded the stream transport's (the datagram one's did not change).
+pub fn not_bytes_error(data: &Bound<'_, PyAny>, stream: bool) -> PyErr {
+    static REWORDED: pyo3::sync::PyOnceLock<bool> = pyo3::sync::PyOnceLock::new();
+    const NEW: &str = "data argument must be a bytes, bytearray, or memoryview object, not ";
+    let py = data.py();
+    // Read off asyncio's own `_SelectorSocketTransport.write`: its message
+    // is a constant of the function.
+    let reworded = stream
+        && *REWORDED.get_or_init(py, || {
+            let consts = py
+                .import("asyncio.selector_events")
+                .and_then(|m| m.getattr("_SelectorSocketTransport"))
+                .and_then(|c| c.getattr("write"))
+                .and_then(|f| f.getattr("__code__"))
+                .and_then(|c| c.getattr("co_consts"));
+            consts.and_then(|c| c.contains(NEW)).unwrap_or(false)
+        });
+    let prefix = match reworded {
+        true => NEW,
+        false => "data argument must be a bytes-like object, not ",
+    };
+    match py::type_name_repr(data) {
+        Ok(name) => pyo3::exceptions::PyTypeError::new_err(format!("{prefix}{name}")),
+        Err(e) => e,
+    }
+}

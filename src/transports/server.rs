@@ -58,6 +58,11 @@ pub struct Listener {
     server: Option<Py<PyAny>>,
     server_takes_transport: bool,
     backlog: usize,
+    /// How many accepts one readiness tries: `backlog`, or from 3.14 on
+    /// `backlog + 1` (asyncio's `range(backlog + 1)`).
+    attempts: usize,
+    /// Whether ECONNABORTED is skipped (3.14+) rather than ending the round.
+    skip_aborted: bool,
     /// `_start_serving`'s TLS timeouts, passed back to it on a retry.
     ssl_handshake_timeout: Py<PyAny>,
     ssl_shutdown_timeout: Py<PyAny>,
@@ -73,7 +78,7 @@ impl Listener {
         let py = slf.py();
         let this = slf.get();
         let loop_ = this.loop_.bind(py);
-        for _ in 0..this.backlog {
+        for _ in 0..this.attempts {
             let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
             match rustix::net::acceptfrom_with(borrow_raw(this.fd), flags) {
                 Ok((conn, addr)) => {
@@ -102,6 +107,9 @@ impl Listener {
                         debug,
                     )?;
                 }
+                // NOTE: 3.14's loop goes on past a connection aborted before it
+                // was accepted; earlier versions stop there.
+                Err(Errno::CONNABORTED) if this.skip_aborted => continue,
                 Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => return Ok(()),
                 // asyncio goes on trying (and reporting, and scheduling a
                 // restart) for the rest of the backlog; so does this.
@@ -397,6 +405,7 @@ pub fn serve(
     let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
     let family: i32 = sock.getattr(pyo3::intern!(py, "family"))?.extract()?;
     let proto: i32 = sock.getattr(pyo3::intern!(py, "proto"))?.extract()?;
+    let since_314 = py.version_info() >= (3, 14);
     let inet = family == i32::from(AddressFamily::INET.as_raw())
         || family == i32::from(AddressFamily::INET6.as_raw());
     let listener = Listener {
@@ -410,8 +419,11 @@ pub fn serve(
         protocol_factory: protocol_factory.clone().unbind(),
         server: server.map(|s| s.clone().unbind()),
         server_takes_transport,
-        // `range(backlog)`: nothing is accepted for a backlog below 1.
+        // `range(backlog)` (3.14: `range(backlog + 1)`): a backlog below 1
+        // accepts nothing (3.14: one).
         backlog: usize::try_from(backlog).unwrap_or(0),
+        attempts: usize::try_from(backlog.saturating_add(i64::from(since_314))).unwrap_or(0),
+        skip_aborted: since_314,
         ssl_handshake_timeout: ssl_handshake_timeout.clone().unbind(),
         ssl_shutdown_timeout: ssl_shutdown_timeout.clone().unbind(),
         context: crate::py::copy_context(py)?,

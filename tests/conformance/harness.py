@@ -14,6 +14,7 @@ and starts this script again with the finished tests in --skip.
 """
 import argparse
 import asyncio
+from asyncio import events, unix_events
 import faulthandler
 import importlib
 import json
@@ -73,7 +74,8 @@ def install_loop(kind):
     replacing that package attribute makes the tests' own
     set_event_loop_policy(None) resets land on our policy, and with it
     asyncio.new_event_loop(), asyncio.run(), asyncio.Runner and
-    IsolatedAsyncioTestCase. The policy subclass also counts the loops, to
+    IsolatedAsyncioTestCase (3.14+ import it from unix_events, where the
+    same replacement is made). The policy subclass also counts the loops, to
     tell tests that really ran on the loop from those on mock/TestLoop loops.
     """
     if kind == "ferroloop":
@@ -82,7 +84,8 @@ def install_loop(kind):
             ferroloop.EventLoopPolicy, ferroloop.Loop, ferroloop.new_event_loop)
     else:
         base_policy, loop_class, factory = (
-            asyncio.DefaultEventLoopPolicy, asyncio.SelectorEventLoop, asyncio.SelectorEventLoop)
+            unix_events._UnixDefaultEventLoopPolicy, asyncio.SelectorEventLoop,
+            asyncio.SelectorEventLoop)
 
     def note(loop):
         global _loops_created
@@ -94,8 +97,15 @@ def install_loop(kind):
         def new_event_loop(self):
             return note(super().new_event_loop())
 
-    asyncio.DefaultEventLoopPolicy = CountingPolicy
-    asyncio.set_event_loop_policy(None)
+    # 3.11-3.13 import the default policy from the package, 3.14+ from
+    # unix_events under a private name (the public one is deprecated).
+    # (Setting the package attribute on 3.14+ would also hide the warning
+    # that test_events checks its deprecated lookup for.)
+    if hasattr(unix_events, "_DefaultEventLoopPolicy"):
+        unix_events._DefaultEventLoopPolicy = CountingPolicy
+    else:
+        asyncio.DefaultEventLoopPolicy = CountingPolicy
+    getattr(events, "_set_event_loop_policy", events.set_event_loop_policy)(None)
     probe = asyncio.new_event_loop()
     probe.close()
     if not isinstance(probe, loop_class):

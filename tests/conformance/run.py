@@ -9,7 +9,8 @@ Runs the test_asyncio that ships with the running interpreter, one module per
 subprocess (harness.py), with every loop the tests create coming from the
 chosen loop. `--loop asyncio` runs the very same tests on the stdlib
 SelectorEventLoop: that is the baseline. Exit status: 0 when every failure is
-listed in the expected-failures file, 1 on any unexpected failure, 2 on bad
+listed in the expected-failures file (or, for one Python version only, in
+expected_failures-3.N.txt beside it), 1 on any unexpected failure, 2 on bad
 usage or an invalid expected-failures file.
 """
 import argparse
@@ -242,6 +243,12 @@ def main():
         modules = [m for m in DEFAULT_MODULES if m in available]
 
     entries, problems = load_expected(args.expected, allow_todo=args.update_expected)
+    # Failures of one version only: expected_failures-3.14.txt beside it.
+    versioned = args.expected.with_name(
+        f"{args.expected.stem}-{sys.version_info[0]}.{sys.version_info[1]}{args.expected.suffix}")
+    more, more_problems = load_expected(versioned, allow_todo=args.update_expected)
+    entries.update(more)
+    problems += more_problems
     if problems:
         print("\n".join(problems), file=sys.stderr)
         print(f"run.py: {args.expected}: every entry needs a reason; TODO is not one",

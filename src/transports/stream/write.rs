@@ -8,7 +8,6 @@ use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::sys::borrow_raw;
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use rustix::io::Errno;
@@ -21,10 +20,7 @@ impl StreamTransport {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
         {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                crate::py::type_name_repr(data)?
-            )));
+            return Err(crate::transports::not_bytes_error(data, true));
         }
         slf.borrow().check_writable("write")?;
         let len = data.len()?;
