@@ -314,7 +314,8 @@ def test_argument_checks_match_asyncio(loop, pki, what, kw, expected):
 
 def _refuses_empty_hostname(ctx):
     try:
-        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="")
+        # asyncio hands ssl None for an empty server_hostname.
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname=None)
     except ValueError:
         return True
     return False
