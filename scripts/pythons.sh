@@ -113,6 +113,12 @@ run() {
   return $rc
 }
 
+# One user of the chroot at a time: `run` unmounts what it finds there, so
+# a second one would pull the mounts from under the first.
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+flock 9
+
 case "${1:-}" in
   setup) setup ;;
   run) shift; [ $# -gt 0 ] || die "run needs a command"; run "$@" ;;
