@@ -92,11 +92,14 @@ def module_version(name: str) -> str | None:
 
 
 def git_rev() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:  # no git (the 3.14 chroot has none)
+        return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
