@@ -97,6 +97,17 @@ pub fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
     Ok(a.extract_stack.bind(py).call1((frame,))?.unbind())
 }
 
+/// In debug mode asyncio drops the frame of the loop method that made a
+/// handle or task (`call_soon_threadsafe`, `create_task`) from the
+/// `_source_traceback` it recorded; this does the same for `obj`.
+pub fn drop_own_frame(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let tb = obj.getattr(pyo3::intern!(obj.py(), "_source_traceback"))?;
+    if tb.is_truthy()? {
+        tb.del_item(-1)?;
+    }
+    Ok(())
+}
+
 /// `contextvars.copy_context()`.
 pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: called with the GIL held (we have `py`); returns a new

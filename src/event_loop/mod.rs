@@ -236,11 +236,7 @@ impl LoopCore {
                 let context = context.unwrap_or_else(|| py.None());
                 let h = class.bind(py).call1((callback, args, slf, context))?;
                 if debug {
-                    // asyncio drops call_soon_threadsafe's own frame.
-                    let tb = h.getattr(pyo3::intern!(py, "_source_traceback"))?;
-                    if tb.is_truthy()? {
-                        tb.del_item(-1)?;
-                    }
+                    crate::py::drop_own_frame(&h)?;
                 }
                 slf.borrow_mut()
                     .ready

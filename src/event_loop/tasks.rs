@@ -95,11 +95,7 @@ pub(super) fn create_task(
         ),
     }?;
     if debug {
-        // asyncio drops create_task's own frame from the task's traceback.
-        let tb = task.getattr(pyo3::intern!(py, "_source_traceback"))?;
-        if tb.is_truthy()? {
-            tb.del_item(-1)?;
-        }
+        py::drop_own_frame(&task)?;
     }
     Ok(task.unbind())
 }

@@ -139,7 +139,6 @@ impl TlsProtocol {
     /// `_start_shutdown`: flush, then close_notify, bounded by the shutdown
     /// timeout; during the handshake there is nothing to flush: abort.
     pub(super) fn start_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
         let state = Self::state(slf);
         if matches!(state, State::Flushing | State::Shutdown | State::Unwrapped) {
             return Ok(());
@@ -149,11 +148,19 @@ impl TlsProtocol {
             return Self::abort(slf, None);
         }
         Self::set_state(slf, State::Flushing)?;
+        Self::start_shutdown_timer(slf)?;
+        Self::do_flush(slf)
+    }
+
+    /// Schedules `_check_shutdown_timeout` after the shutdown timeout and
+    /// keeps its handle, to be cancelled when the shutdown ends.
+    fn start_shutdown_timer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let timeout = slf.borrow().shutdown_timeout.clone_ref(py);
         let handle =
             Self::call_later_own(slf, timeout, pyo3::intern!(py, "_check_shutdown_timeout"))?;
         slf.borrow_mut().shutdown_timeout_handle = Some(handle);
-        Self::do_flush(slf)
+        Ok(())
     }
 
     pub(super) fn check_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -211,13 +218,7 @@ impl TlsProtocol {
             // 3.14: the timeout stays (or starts, when the peer began the
             // shutdown) until connection_lost.
             if slf.borrow().shutdown_timeout_handle.is_none() {
-                let timeout = slf.borrow().shutdown_timeout.clone_ref(py);
-                let handle = Self::call_later_own(
-                    slf,
-                    timeout,
-                    pyo3::intern!(py, "_check_shutdown_timeout"),
-                )?;
-                slf.borrow_mut().shutdown_timeout_handle = Some(handle);
+                Self::start_shutdown_timer(slf)?;
             }
         } else {
             let handle = slf.borrow_mut().shutdown_timeout_handle.take();
