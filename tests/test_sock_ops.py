@@ -406,8 +406,12 @@ def test_transport_sendfile_fallback(loop):
 
 def test_transport_sendfile_fallback_with_a_paused_peer(loop, loop_name):
     """The fallback waits on the transport's flow control."""
+    # Since 3.12 the selector transport queues a view of write()'s argument
+    # instead of copying it, and _sendfile_fallback refills that same
+    # bytearray while the view may still be queued: the data sent depends on
+    # timing (every run on 3.12, about one in three on 3.14 here).
     skip_asyncio_bug(
-        loop_name, sys.version_info[:2] == (3, 12), "the sendfile fallback reuses a buffer write() queued without a copy"
+        loop_name, sys.version_info >= (3, 12), "the sendfile fallback reuses a buffer write() queued without a copy"
     )
     data = os.urandom(8 * 1024 * 1024)
 
