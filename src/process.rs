@@ -44,6 +44,10 @@ struct ChildSource {
     callback: Py<PyAny>,
     /// Set once the child has been reaped (or found reaped by others).
     reaped: AtomicBool,
+    /// The context asyncio's watcher would run the exit in: a copy of the
+    /// spawner's (3.12+: `PidfdChildWatcher`'s reader handle), or a new,
+    /// empty one (3.11: `ThreadedChildWatcher` calls back from its thread).
+    context: Py<PyAny>,
 }
 
 impl Drop for ChildSource {
@@ -72,6 +76,27 @@ impl Drop for ChildSource {
 
 impl IoSource for ChildSource {
     fn on_ready(&self, py: Python<'_>, _side: Side) -> PyResult<()> {
+        crate::py::run_in_context(self.context.bind(py), || self.exited(py))
+    }
+
+    fn describe(&self, _side: Side) -> String {
+        format!("child watcher for pid {}", self.pid.as_raw_nonzero())
+    }
+
+    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.loop_.bind(py).clone().into_any()
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.callback)?;
+        visit.call(&self.context)
+    }
+}
+
+impl ChildSource {
+    /// The pidfd is readable: reap the child and schedule the callback.
+    fn exited(&self, py: Python<'_>) -> PyResult<()> {
         let code = match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
             Ok(Some((_, status))) => returncode(status),
             // Readable but not yet reapable cannot happen for a pidfd;
@@ -96,19 +121,6 @@ impl IoSource for ChildSource {
         loop_.call_method1(pyo3::intern!(py, "call_soon"), (&self.callback, code))?;
         Ok(())
     }
-
-    fn describe(&self, _side: Side) -> String {
-        format!("child watcher for pid {}", self.pid.as_raw_nonzero())
-    }
-
-    fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.loop_.bind(py).clone().into_any()
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.callback)
-    }
 }
 
 /// Calls `callback(returncode)` on the loop once child `pid` has exited and
@@ -128,12 +140,22 @@ pub fn watch_child(
     let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())
         .map_err(|e| crate::errors::os_error(e.into()))?;
     let fd = pidfd.as_raw_fd();
+    let py = loop_.py();
+    let context = match py.version_info() >= (3, 12) {
+        true => crate::py::copy_context(py)?,
+        false => py
+            .import(pyo3::intern!(py, "contextvars"))?
+            .getattr(pyo3::intern!(py, "Context"))?
+            .call0()?
+            .unbind(),
+    };
     let src = ChildSource {
         loop_: loop_.clone().unbind(),
         pid,
         pidfd,
         callback: callback.clone().unbind(),
         reaped: AtomicBool::new(false),
+        context,
     };
     source::watch(loop_, fd, Side::Read, Arc::new(src))
 }

@@ -398,7 +398,11 @@ def test_writelines_accepts_any_bytes_like_object(loop, loop_name):
     run(loop, main())
 
 
-def test_writelines_with_a_bad_item_writes_nothing(loop):
+def test_writelines_with_a_bad_item_writes_nothing(loop, loop_name):
+    # 3.15's fix for gh-155888 appends the items to the buffer one by one,
+    # so those before a bad one stay queued (3.14's backport does not).
+    skip_asyncio_bug(loop_name, sys.version_info >= (3, 15), "writelines() queues the items before a bad one")
+
     async def main():
         st, sp, ct, cp, server = await tcp_pair(loop)
         with pytest.raises(TypeError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import inspect
 import os
 import selectors
 import subprocess
@@ -44,6 +45,10 @@ _logger: Any = base_events.logger  # type: ignore[attr-defined]
 _is_debug_mode: Any = getattr(asyncio.coroutines, "_is_debug_mode")
 # unix_events as Any: its 3.14+ private names are not in every typeshed.
 _unix_events: Any = unix_events
+# 3.15's socket transports run every callback in a context that asyncio's
+# create_connection and Server hand to _make_socket_transport and
+# _start_serving; its _accept_connection takes it as a last argument.
+_TRANSPORTS_TAKE_CONTEXT = "context" in inspect.signature(_Selector._make_socket_transport).parameters
 
 
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
@@ -222,8 +227,10 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     # Server object, the accept loop and the sock_* operations built on
     # add_reader/add_writer — is asyncio's own code bound below.
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+    # `context` (3.15): the context every callback of the transport runs
+    # in; asyncio's own code passes it from create_connection and Server.
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None, context=None):
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _start_serving(
         self,
@@ -234,21 +241,25 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         backlog=100,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        context=None,
     ) -> None:
         # Servers without TLS accept natively (src/transports/server.rs):
         # asyncio's _accept_connection and per-connection task, in Rust.
         # TLS servers, and loops whose accept path or transport factory was
-        # replaced, take asyncio's own.
+        # replaced, take asyncio's own. `context` is 3.15's (the Server's).
         if not sslcontext and not self._accept_path_overridden():
             _ferroloop.serve(
                 self, sock, protocol_factory, server, backlog, ssl_handshake_timeout,
                 ssl_shutdown_timeout, _transports._SERVER_TAKES_TRANSPORT, _transports.accepted,
+                context,
             )  # fmt: skip
             return
-        self._add_reader(
-            sock.fileno(), getattr(self, "_accept_connection"), protocol_factory, sock,
-            sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout,
+        args: tuple[Any, ...] = (
+            protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout,
         )  # fmt: skip
+        if _TRANSPORTS_TAKE_CONTEXT:
+            args += (context,)
+        self._add_reader(sock.fileno(), getattr(self, "_accept_connection"), *args)
 
     def _accept_path_overridden(self) -> bool:
         cls = type(self)
@@ -295,6 +306,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         server=None,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        context=None,
     ):
         # The TLS layer is native (src/transports/tls/), asyncio's
         # SSLProtocol state machine over the user's SSLContext.
@@ -309,7 +321,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
         return ssl_protocol._app_transport
 
     async def start_tls(

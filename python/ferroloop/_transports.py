@@ -134,12 +134,12 @@ class SocketTransport(_SocketFace):
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None, context=None):
         self._loop = loop
         self._server = server
         _set_nodelay(sock)
         self._core = _ferroloop.StreamTransport(
-            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT, extra
+            loop, sock, protocol, self, server, _SERVER_TAKES_TRANSPORT, extra, context
         )
         self._attach_to(server)
         loop._transports[sock.fileno()] = self
@@ -155,6 +155,10 @@ class SocketTransport(_SocketFace):
 
     def get_extra_info(self, name, default=None):
         return self._core.get_extra_info(name, default)
+
+    @property
+    def _paused(self) -> bool:
+        return self._core._paused
 
     @property  # type: ignore[override]
     def _extra(self) -> dict:

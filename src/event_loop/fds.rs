@@ -168,6 +168,7 @@ pub(super) fn add(
     fileobj: &Bound<'_, PyAny>,
     callback: &Bound<'_, PyAny>,
     args: &Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
     side: Side,
 ) -> PyResult<Py<Handle>> {
     let py = slf.py();
@@ -177,7 +178,10 @@ pub(super) fn add(
         this.debug
     };
     let fd = fileobj_to_fd(fileobj)?;
-    let handle = Py::new(py, LoopCore::make_handle(slf, callback, args, None, debug)?)?;
+    let handle = Py::new(
+        py,
+        LoopCore::make_handle(slf, callback, args, context, debug)?,
+    )?;
     let old = set(slf, fd, side, Waiter::Handle(handle.clone_ref(py)))?;
     // A replaced handle is cancelled, as asyncio does.
     if let Some(Waiter::Handle(old)) = old {

@@ -466,24 +466,28 @@ impl LoopCore {
     // The public add_reader/... live in Python: they first check that no
     // transport owns the descriptor, as asyncio's do.
 
-    #[pyo3(signature = (fd, callback, *args))]
+    /// `context`: 3.15's transports run their callbacks in theirs.
+    #[pyo3(signature = (fd, callback, *args, context = None))]
     fn _add_reader(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        fds::add(slf, fd, callback, args, fds::Side::Read)
+        fds::add(slf, fd, callback, args, context, fds::Side::Read)
     }
 
-    #[pyo3(signature = (fd, callback, *args))]
+    /// `context`: 3.15's transports run their callbacks in theirs.
+    #[pyo3(signature = (fd, callback, *args, context = None))]
     fn _add_writer(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        fds::add(slf, fd, callback, args, fds::Side::Write)
+        fds::add(slf, fd, callback, args, context, fds::Side::Write)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {

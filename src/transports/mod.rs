@@ -8,9 +8,10 @@
 //! Python object; the core calls the protocol directly.
 
 /// `impl Core` for a transport core whose loop, fd, weak face, protocol and
-/// `reading`/`writing` flags are fields of `self` (or of `self.<part>`).
+/// `reading`/`writing` flags are fields of `self` (or of `self.<part>`);
+/// `context: field` names the `Option` field holding its fixed context.
 macro_rules! impl_core {
-    ($ty:ty, $name:literal, self $(. $part:ident)?, read: $read:path, write: $write:path) => {
+    ($ty:ty, $name:literal, self $(. $part:ident)?, read: $read:path, write: $write:path $(, context: $ctx:ident)?) => {
         impl $crate::transports::Core for $ty {
             const ASYNCIO_NAME: &'static str = $name;
 
@@ -43,6 +44,12 @@ macro_rules! impl_core {
                     $crate::event_loop::fds::Side::Write => $write(slf),
                 }
             }
+
+            $(
+                fn context(&self) -> Option<&Py<PyAny>> {
+                    self.$ctx.as_ref()
+                }
+            )?
         }
     };
 }
@@ -91,6 +98,15 @@ pub trait Core: PyClass<Frozen = False> + Send + Sync {
     /// `_write_ready`.
     fn on_ready(slf: &Bound<'_, Self>, side: Side) -> PyResult<()>;
 
+    /// The contextvars Context every callback of the transport runs in,
+    /// where asyncio gives the transport one (3.15's socket transports).
+    /// Without one, each watched side runs in a copy of the context that
+    /// was current when watching began, as asyncio's `_add_reader` handle
+    /// copies it.
+    fn context(&self) -> Option<&Py<PyAny>> {
+        None
+    }
+
     /// The Python transport object, while it lives.
     fn face<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
         self.face_ref()?
@@ -115,8 +131,13 @@ pub trait Core: PyClass<Frozen = False> + Send + Sync {
 
 /// A watched side of a transport's descriptor. It holds the core and the
 /// Python face strongly, so a transport the loop watches stays alive (as
-/// asyncio's handles keep theirs) even if the program dropped it.
-struct Source<T: Core>(Py<T>, Option<Py<PyAny>>);
+/// asyncio's handles keep theirs) even if the program dropped it; and the
+/// context the readiness callbacks run in (see [`Core::context`]).
+struct Source<T: Core> {
+    core: Py<T>,
+    face: Option<Py<PyAny>>,
+    context: Py<PyAny>,
+}
 
 impl<T: Core> IoSource for Source<T> {
     fn describe(&self, side: Side) -> String {
@@ -128,11 +149,13 @@ impl<T: Core> IoSource for Source<T> {
     }
 
     fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.0.bind(py).borrow().loop_any(py)
+        self.core.bind(py).borrow().loop_any(py)
     }
 
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        T::on_ready(self.0.bind(py), side)
+        py::run_in_context(self.context.bind(py), || {
+            T::on_ready(self.core.bind(py), side)
+        })
     }
 
     fn handle_callback<'py>(
@@ -144,14 +167,15 @@ impl<T: Core> IoSource for Source<T> {
             Side::Read => pyo3::intern!(py, "_read_ready"),
             Side::Write => pyo3::intern!(py, "_write_ready"),
         };
-        let face = self.1.as_ref()?.bind(py);
+        let face = self.face.as_ref()?.bind(py);
         let callback = face.getattr(name).ok()?;
         Some((callback, pyo3::types::PyTuple::empty(py)))
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)?;
-        visit.call(&self.1)
+        visit.call(&self.core)?;
+        visit.call(&self.face)?;
+        visit.call(&self.context)
     }
 }
 
@@ -159,7 +183,7 @@ impl<T: Core> IoSource for Source<T> {
 /// happens if it already is in that state.
 pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResult<()> {
     let py = slf.py();
-    let (loop_, fd, was, face) = {
+    let (loop_, fd, was, face, context) = {
         let mut t = slf.borrow_mut();
         let flag = t.watching(side);
         let was = std::mem::replace(flag, on);
@@ -168,10 +192,19 @@ pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResu
             t.fd(),
             was,
             t.face(py).map(Bound::unbind),
+            t.context().map(|c| c.clone_ref(py)),
         )
     };
     if on && !was {
-        let src: Arc<dyn IoSource> = Arc::new(Source(slf.clone().unbind(), face));
+        let context = match context {
+            Some(c) => c,
+            None => py::copy_context(py)?,
+        };
+        let src: Arc<dyn IoSource> = Arc::new(Source {
+            core: slf.clone().unbind(),
+            face,
+            context,
+        });
         source::watch(loop_.bind(py), fd, side, src)?;
     } else if !on && was {
         source::unwatch(loop_.bind(py), fd, side);

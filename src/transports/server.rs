@@ -66,9 +66,13 @@ pub struct Listener {
     /// `_start_serving`'s TLS timeouts, passed back to it on a retry.
     ssl_handshake_timeout: Py<PyAny>,
     ssl_shutdown_timeout: Py<PyAny>,
-    /// The context asyncio's accept handle would run in; each connection
-    /// gets a copy of it, as each of asyncio's accept tasks does.
+    /// The context asyncio's accept handle would run in (3.15: the
+    /// server's, given); each connection gets a copy of it, as each of
+    /// asyncio's accept tasks does.
     context: Py<PyAny>,
+    /// 3.15: that copy is also the context every callback of the
+    /// connection's transport runs in.
+    transport_context: bool,
     /// `ferroloop._transports.accepted`: makes the Python transport.
     make_face: Py<PyAny>,
 }
@@ -91,14 +95,15 @@ impl Listener {
                         true => this.log_accept(py, conn, &peer)?,
                         false => conn,
                     };
-                    let accepted = Accepted {
-                        listener: slf.clone().unbind(),
-                        conn: Some((conn, peer)),
-                    };
                     let ctx = this
                         .context
                         .bind(py)
                         .call_method0(pyo3::intern!(py, "copy"))?;
+                    let accepted = Accepted {
+                        listener: slf.clone().unbind(),
+                        conn: Some((conn, peer)),
+                        context: this.transport_context.then(|| ctx.clone().unbind()),
+                    };
                     LoopCore::push_soon(
                         loop_,
                         Bound::new(py, accepted)?.as_any(),
@@ -137,20 +142,25 @@ impl Listener {
         ctx.set_item("socket", tsock)?;
         loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
         source::unwatch(loop_, self.fd, Side::Read);
-        loop_.call_method1(
-            pyo3::intern!(py, "call_later"),
-            (
-                ACCEPT_RETRY_DELAY,
-                loop_.getattr(pyo3::intern!(py, "_start_serving"))?,
-                &self.protocol_factory,
-                &self.sock,
-                py.None(),
-                &self.server,
-                self.backlog,
-                &self.ssl_handshake_timeout,
-                &self.ssl_shutdown_timeout,
-            ),
-        )?;
+        let mut args = vec![
+            ACCEPT_RETRY_DELAY.into_pyobject(py)?.into_any(),
+            loop_.getattr(pyo3::intern!(py, "_start_serving"))?,
+            self.protocol_factory.bind(py).clone(),
+            self.sock.bind(py).clone(),
+            py.None().into_bound(py),
+            self.server
+                .as_ref()
+                .map_or_else(|| py.None().into_bound(py), |s| s.bind(py).clone()),
+            self.backlog.into_pyobject(py)?.into_any(),
+            self.ssl_handshake_timeout.bind(py).clone(),
+            self.ssl_shutdown_timeout.bind(py).clone(),
+        ];
+        // 3.15 passes the server's context on to the retry.
+        if self.transport_context {
+            args.push(self.context.bind(py).clone());
+        }
+        let args = pyo3::types::PyTuple::new(py, args)?;
+        loop_.call_method1(pyo3::intern!(py, "call_later"), args)?;
         Ok(())
     }
 
@@ -189,7 +199,13 @@ impl Listener {
 
     /// asyncio's `_accept_connection2` up to the transport: the protocol,
     /// then the transport, which schedules `connection_made` and reading.
-    fn serve_connection(&self, py: Python<'_>, conn: OwnedFd, peer: Addr) -> PyResult<()> {
+    fn serve_connection(
+        &self,
+        py: Python<'_>,
+        conn: OwnedFd,
+        peer: Addr,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
         let loop_ = self.loop_.bind(py);
         let protocol = match self.protocol_factory.bind(py).call0() {
             Ok(p) => p,
@@ -217,6 +233,7 @@ impl Listener {
                 &protocol,
                 server,
                 self.server_takes_transport,
+                context,
             )
             .and_then(|core| Bound::new(py, core))
             .and_then(|core| {
@@ -228,7 +245,7 @@ impl Listener {
                 Ok(())
             })
         } else {
-            self.unix_transport(py, conn, &protocol)
+            self.unix_transport(py, conn, &protocol, context)
         };
         match made {
             Ok(()) => Ok(()),
@@ -243,6 +260,7 @@ impl Listener {
         py: Python<'_>,
         conn: OwnedFd,
         protocol: &Bound<'_, PyAny>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let loop_ = self.loop_.bind(py);
         let raw = conn.as_raw_fd();
@@ -256,6 +274,9 @@ impl Listener {
         let kw = PyDict::new(py);
         kw.set_item("extra", extra)?;
         kw.set_item("server", &self.server)?;
+        if let Some(c) = context {
+            kw.set_item("context", c)?;
+        }
         loop_.call_method(
             pyo3::intern!(py, "_make_socket_transport"),
             (sock, protocol),
@@ -360,13 +381,20 @@ impl Listener {
 pub struct Accepted {
     listener: Py<Listener>,
     conn: Option<(OwnedFd, Addr)>,
+    /// The context the connection's transport runs in (3.15).
+    context: Option<Py<PyAny>>,
 }
 
 #[pymethods]
 impl Accepted {
     fn __call__(&mut self, py: Python<'_>) -> PyResult<()> {
         match self.conn.take() {
-            Some((conn, peer)) => self.listener.get().serve_connection(py, conn, peer),
+            Some((conn, peer)) => {
+                let context = self.context.take();
+                self.listener
+                    .get()
+                    .serve_connection(py, conn, peer, context)
+            }
             None => Ok(()),
         }
     }
@@ -377,6 +405,7 @@ impl Accepted {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.listener)?;
+        visit.call(&self.context)?;
         if let Some((_, peer)) = &self.conn {
             peer.traverse(&visit)?;
         }
@@ -386,9 +415,10 @@ impl Accepted {
 
 /// `loop._start_serving` for a server without TLS: accepts on `sock`
 /// natively. `make_face(loop, core, server)` makes each connection's
-/// Python transport.
+/// Python transport. `context` is 3.15's: the server's, which each
+/// connection's transport runs in a copy of.
 #[pyfunction]
-#[pyo3(signature = (loop_, sock, protocol_factory, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout, server_takes_transport, make_face))]
+#[pyo3(signature = (loop_, sock, protocol_factory, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout, server_takes_transport, make_face, context = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     loop_: &Bound<'_, LoopCore>,
@@ -400,6 +430,7 @@ pub fn serve(
     ssl_shutdown_timeout: &Bound<'_, PyAny>,
     server_takes_transport: bool,
     make_face: &Bound<'_, PyAny>,
+    context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let py = sock.py();
     let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
@@ -426,7 +457,11 @@ pub fn serve(
         skip_aborted: since_314,
         ssl_handshake_timeout: ssl_handshake_timeout.clone().unbind(),
         ssl_shutdown_timeout: ssl_shutdown_timeout.clone().unbind(),
-        context: crate::py::copy_context(py)?,
+        transport_context: context.is_some(),
+        context: match context {
+            Some(c) => c,
+            None => crate::py::copy_context(py)?,
+        },
         make_face: make_face.clone().unbind(),
     };
     let listener = Py::new(py, listener)?;

@@ -14,8 +14,12 @@
 //! Borrow discipline as in the loop: the core is never borrowed while the
 //! protocol or any other Python code runs.
 
+mod extra;
 mod read;
 mod write;
+
+use extra::socket_addresses;
+pub(crate) use extra::stream_socket;
 
 use super::addr::Addr;
 use super::flow::{FlowControlled, WaterMarks};
@@ -28,10 +32,9 @@ use crate::sys::borrow_raw;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyWeakrefReference};
-use rustix::net::AddressFamily;
+use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
 use rustix::net::Shutdown;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct StreamTransport {
@@ -74,25 +77,14 @@ pub struct StreamTransport {
     reading: bool,
     writing: bool,
     empty_waiter: Option<Py<PyAny>>,
+    /// 3.15's `_context`: the context that every callback of the transport
+    /// runs in, given by `create_connection` or the server. None before
+    /// 3.15, where each callback runs in a copy of the context current
+    /// where it was scheduled.
+    context: Option<Py<PyAny>>,
 }
 
-/// `socket.SOCK_STREAM`.
-const SOCK_STREAM: i32 = 1;
-
-/// `socket.socket(family, SOCK_STREAM, proto, fileno=fd)`: the Python
-/// socket object of a stream descriptor, or a new socket for `None`.
-pub(crate) fn stream_socket<'py>(
-    py: Python<'py>,
-    family: i32,
-    proto: i32,
-    fd: Option<RawFd>,
-) -> PyResult<Bound<'py, PyAny>> {
-    py.import(pyo3::intern!(py, "socket"))?
-        .getattr(pyo3::intern!(py, "socket"))?
-        .call1((family, SOCK_STREAM, proto, fd))
-}
-
-impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready);
+impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready, context: context);
 
 impl LostWrites for StreamTransport {
     const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
@@ -121,15 +113,31 @@ impl StreamTransport {
         target.getattr(pyo3::intern!(py, "_call_connection_lost"))
     }
 
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        arg: Bound<'_, PyAny>,
+    /// asyncio's `_call_soon`: `loop.call_soon`, in the transport's
+    /// context where it has one.
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: &[Bound<'py, PyAny>],
     ) -> PyResult<()> {
-        let loop_ = slf.borrow().loop_.clone_ref(slf.py());
-        loop_
-            .bind(slf.py())
-            .call_method1(pyo3::intern!(slf.py(), "call_soon"), (callback, arg))?;
+        let py = slf.py();
+        let (loop_, context) = {
+            let t = slf.borrow();
+            (t.loop_any(py), t.context.as_ref().map(|c| c.clone_ref(py)))
+        };
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(callback);
+        all.extend(args.iter().cloned());
+        let all = PyTuple::new(py, all)?;
+        let kwargs = match context {
+            Some(c) => {
+                let kw = PyDict::new(py);
+                kw.set_item(pyo3::intern!(py, "context"), c)?;
+                Some(kw)
+            }
+            None => None,
+        };
+        loop_.call_method(pyo3::intern!(py, "call_soon"), all, kwargs.as_ref())?;
         Ok(())
     }
 
@@ -161,7 +169,7 @@ impl StreamTransport {
         }
         let cb = Self::connection_lost_cb(slf)?;
         let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
-        Self::call_soon(slf, cb, exc)
+        Self::call_soon(slf, cb, &[exc])
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -179,7 +187,7 @@ impl StreamTransport {
             slf.borrow_mut().conn_lost += 1;
             set_watching(slf, Side::Write, false)?;
             let cb = Self::connection_lost_cb(slf)?;
-            Self::call_soon(slf, cb, py.None().into_bound(py))?;
+            Self::call_soon(slf, cb, &[py.None().into_bound(py)])?;
         }
         Ok(())
     }
@@ -250,7 +258,8 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, wrapper, server, server_takes_transport, extra = None))]
+    #[allow(clippy::too_many_arguments)] // asyncio's transport constructor, plus the face
+    #[pyo3(signature = (loop_, sock, protocol, wrapper, server, server_takes_transport, extra = None, context = None))]
     fn new(
         loop_: &Bound<'_, LoopCore>,
         sock: &Bound<'_, PyAny>,
@@ -259,6 +268,7 @@ impl StreamTransport {
         server: Option<&Bound<'_, PyAny>>,
         server_takes_transport: bool,
         extra: Option<&Bound<'_, PyAny>>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let py = sock.py();
         let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
@@ -286,6 +296,7 @@ impl StreamTransport {
         t.sock = Some(sock.clone().unbind());
         t.extra = extra.map(Bound::unbind);
         t.wrapper = Some(PyWeakrefReference::new(wrapper)?.into_any().unbind());
+        t.context = context.filter(|c| !c.is_none(py));
         t.assign_protocol(protocol)?;
         Ok(t)
     }
@@ -295,23 +306,14 @@ impl StreamTransport {
     #[pyo3(signature = (waiter = None))]
     fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let (loop_, protocol, wrapper) = {
+        let (protocol, wrapper) = {
             let t = slf.borrow();
-            (
-                t.loop_any(py),
-                t.protocol.as_ref().map(|p| p.clone_ref(py)),
-                t.face(py),
-            )
+            (t.protocol.as_ref().map(|p| p.clone_ref(py)), t.face(py))
         };
-        let call_soon = pyo3::intern!(py, "call_soon");
+        let face = || wrapper.clone().unwrap_or_else(|| py.None().into_bound(py));
         if let Some(p) = protocol {
-            loop_.call_method1(
-                call_soon,
-                (
-                    p.bind(py).getattr(pyo3::intern!(py, "connection_made"))?,
-                    wrapper.clone(),
-                ),
-            )?;
+            let made = p.bind(py).getattr(pyo3::intern!(py, "connection_made"))?;
+            Self::call_soon(slf, made, &[face()])?;
         }
         // The face's method when there is a face: its handle then holds the
         // transport until reading starts, as asyncio's `_add_reader` handle
@@ -320,15 +322,13 @@ impl StreamTransport {
             Some(w) => w.clone(),
             None => slf.clone().into_any(),
         };
-        loop_.call_method1(
-            call_soon,
-            (start_from.getattr(pyo3::intern!(py, "_start_reading"))?,),
-        )?;
+        let start = start_from.getattr(pyo3::intern!(py, "_start_reading"))?;
+        Self::call_soon(slf, start, &[])?;
         if let Some(w) = waiter {
             let set = py
                 .import("asyncio.futures")?
                 .getattr("_set_result_unless_cancelled")?;
-            loop_.call_method1(call_soon, (set, w, py.None()))?;
+            Self::call_soon(slf, set, &[w.clone(), py.None().into_bound(py)])?;
         }
         Ok(())
     }
@@ -480,42 +480,13 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        if let Ok(key) = name.cast::<PyString>() {
-            match key.to_str()? {
-                "socket" => return Self::transport_socket(slf),
-                "sockname" => return slf.borrow().local.to_py(py),
-                "peername" if !slf.borrow().peer_given(py)? => return slf.borrow().peer.to_py(py),
-                _ => {}
-            }
-        }
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        let default = default.unwrap_or_else(|| py.None());
-        match extra {
-            Some(e) => Ok(e
-                .bind(py)
-                .call_method1(pyo3::intern!(py, "get"), (name, default))?
-                .unbind()),
-            None => Ok(default),
-        }
+        Self::extra_info(slf, name, default)
     }
 
     /// asyncio's `_extra` dict, made on demand.
     #[getter(_extra)]
     fn extra_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
-        let py = slf.py();
-        let d = PyDict::new(py);
-        if let Some(e) = &slf.borrow().extra {
-            d.update(e.bind(py).cast::<pyo3::types::PyMapping>()?)?;
-        }
-        for key in ["socket", "sockname", "peername"] {
-            let key = PyString::new(py, key);
-            if key.to_str()? == "peername" && d.contains(&key)? {
-                continue;
-            }
-            d.set_item(&key, Self::get_extra_info(slf, &key, None)?)?;
-        }
-        Ok(d)
+        Self::extra_as_dict(slf)
     }
 
     /// The socket object, None once it is closed (asyncio's `_sock`).
@@ -565,6 +536,12 @@ impl StreamTransport {
         self.protocol_paused
     }
 
+    /// asyncio's `_paused`: reading was paused by `pause_reading()`.
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused
+    }
+
     #[getter]
     fn _conn_lost(&self) -> u32 {
         self.conn_lost
@@ -591,6 +568,7 @@ impl StreamTransport {
         visit.call(&self.protocol)?;
         visit.call(&self.server)?;
         visit.call(&self.empty_waiter)?;
+        visit.call(&self.context)?;
         self.wbuf.traverse(&visit)
     }
 
@@ -601,41 +579,8 @@ impl StreamTransport {
         self.protocol = None;
         self.server = None;
         self.empty_waiter = None;
+        self.context = None;
     }
-}
-
-/// `sockname` and `peername` (if `want_peer`) of a connected socket: as
-/// Rust addresses for IPv4 and IPv6, else the socket module's objects.
-/// None (`Unknown`) where the call fails, as asyncio stores.
-fn socket_addresses(
-    sock: &Bound<'_, PyAny>,
-    fd: RawFd,
-    family: i32,
-    want_peer: bool,
-) -> PyResult<(Addr, Addr)> {
-    let py = sock.py();
-    if family == i32::from(AddressFamily::INET.as_raw())
-        || family == i32::from(AddressFamily::INET6.as_raw())
-    {
-        let fd = borrow_raw(fd);
-        let local = Addr::from_kernel(rustix::net::getsockname(fd).ok());
-        let peer = match want_peer {
-            true => Addr::from_kernel(rustix::net::getpeername(fd).ok().flatten()),
-            false => Addr::Unknown,
-        };
-        return Ok((local, peer));
-    }
-    let ask = |method: &Bound<'_, PyString>| match sock.call_method0(method) {
-        Ok(a) => Ok(Addr::Py(a.unbind())),
-        Err(e) if e.is_instance_of::<PyOSError>(py) => Ok(Addr::Unknown),
-        Err(e) => Err(e),
-    };
-    let local = ask(pyo3::intern!(py, "getsockname"))?;
-    let peer = match want_peer {
-        true => ask(pyo3::intern!(py, "getpeername"))?,
-        false => Addr::Unknown,
-    };
-    Ok((local, peer))
 }
 
 impl StreamTransport {
@@ -677,6 +622,7 @@ impl StreamTransport {
             reading: false,
             writing: false,
             empty_waiter: None,
+            context: None,
         }
     }
 
@@ -692,6 +638,7 @@ impl StreamTransport {
         protocol: &Bound<'_, PyAny>,
         server: Option<&Bound<'_, PyAny>>,
         server_takes_transport: bool,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let local = Addr::from_kernel(rustix::net::getsockname(&fd).ok());
@@ -706,41 +653,9 @@ impl StreamTransport {
             server_takes_transport,
         );
         t.owned = Some(fd);
+        t.context = context;
         t.assign_protocol(protocol)?;
         Ok(t)
-    }
-
-    fn peer_given(&self, py: Python<'_>) -> PyResult<bool> {
-        match &self.extra {
-            Some(e) => e.bind(py).contains(pyo3::intern!(py, "peername")),
-            None => Ok(false),
-        }
-    }
-
-    /// The Python socket object, made from the descriptor on first use;
-    /// None once the socket is closed.
-    fn sock_object<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let py = slf.py();
-        let (family, proto, fd) = {
-            let t = slf.borrow();
-            if let Some(s) = &t.sock {
-                return Ok(Some(s.bind(py).clone()));
-            }
-            if t.owned.is_none() {
-                return Ok(None);
-            }
-            (t.family, t.proto, t.fd)
-        };
-        let sock = stream_socket(py, family, proto, Some(fd))?;
-        // What asyncio's accept path does to the connection's socket.
-        sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
-        let mut t = slf.borrow_mut();
-        if let Some(fd) = t.owned.take() {
-            // The socket object owns the descriptor from now on.
-            let _ = fd.into_raw_fd();
-        }
-        t.sock = Some(sock.clone().unbind());
-        Ok(Some(sock))
     }
 
     /// Closes the socket: its Python object if it has one, else the
@@ -757,43 +672,6 @@ impl StreamTransport {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
         }
         Ok(())
-    }
-
-    /// `get_extra_info('socket')`: asyncio's `TransportSocket`, made once.
-    /// Asked for after the socket was closed without ever having had a
-    /// Python object, it is a closed socket of the same kind, as asyncio's
-    /// would be by then.
-    fn transport_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        if let Some(ts) = &slf.borrow().tsock {
-            return Ok(ts.clone_ref(py));
-        }
-        let sock = match Self::sock_object(slf)? {
-            Some(s) => s,
-            None => {
-                let (family, proto) = {
-                    let t = slf.borrow();
-                    (t.family, t.proto)
-                };
-                let made = stream_socket(py, family, proto, None);
-                match made {
-                    Ok(s) => {
-                        s.call_method0(pyo3::intern!(py, "close"))?;
-                        s
-                    }
-                    // Out of descriptors, say: there is no socket to show.
-                    Err(e) if e.is_instance_of::<PyOSError>(py) => return Ok(py.None()),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let ts = py
-            .import(pyo3::intern!(py, "asyncio.trsock"))?
-            .getattr(pyo3::intern!(py, "TransportSocket"))?
-            .call1((sock,))?
-            .unbind();
-        slf.borrow_mut().tsock = Some(ts.clone_ref(py));
-        Ok(ts)
     }
 
     fn assign_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
