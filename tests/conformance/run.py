@@ -36,6 +36,9 @@ DEFAULT_MODULES = [
     "test_tasks", "test_futures2", "test_locks", "test_queues", "test_taskgroups",
     "test_timeouts", "test_waitfor", "test_context", "test_threads", "test_events",
     "test_eager_task_factory",  # 3.12+; dropped where the interpreter lacks it
+    "test_server_context",  # 3.15+: protocol callbacks in the server's context
+    "test_staggered", "test_graph",  # test_graph: 3.14+ call-graph introspection
+    "test_free_threading",  # 3.14+: loops and tasks driven from many threads
     # networking (issue 3, in progress)
     "test_streams", "test_server", "test_sock_lowlevel", "test_buffered_proto",
     "test_protocols", "test_transports", "test_sendfile", "test_unix_events",
