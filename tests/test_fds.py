@@ -373,3 +373,67 @@ def test_selector_view_shows_a_transports_socket(loop):
         w.close()
 
     loop.run_until_complete(main())
+
+
+def outcomes(*steps):
+    """Each step's result, or its exception as (type, errno or message)."""
+    out = []
+    for step in steps:
+        try:
+            out.append(step())
+        except OSError as exc:
+            out.append((type(exc), exc.errno))
+        except ValueError as exc:
+            out.append((ValueError, str(exc)))
+    return out
+
+
+@pytest.mark.parametrize("remove", ["remove_reader", "remove_writer"])
+def test_removal_by_a_socket_closed_after_it_was_registered(loop, remove):
+    """selectors find the registration by the object once its fileno() is
+    -1 (`_fileobj_lookup`): anyio closes sockets with a read pending."""
+    a, b = socket.socketpair()
+    with b:
+        getattr(loop, remove.replace("remove", "add"))(a, noop)
+        a.close()
+        assert outcomes(lambda: getattr(loop, remove)(a), lambda: getattr(loop, remove)(a)) == [
+            True,
+            (ValueError, "Invalid file descriptor: -1"),
+        ]
+        run_once(loop)
+
+
+def test_a_closed_socket_with_both_sides_registered(loop):
+    """Removing one side leaves the other to register anew, which the
+    kernel refuses for a closed descriptor: the registration is gone."""
+    a, b = socket.socketpair()
+    with b:
+        loop.add_reader(a, noop)
+        loop.add_writer(a, noop)
+        a.close()
+        assert outcomes(lambda: loop.remove_reader(a), lambda: loop.remove_writer(a)) == [
+            (OSError, errno.EBADF),
+            (ValueError, "Invalid file descriptor: -1"),
+        ]
+        run_once(loop)
+
+
+def test_adding_to_a_closed_socket_that_is_registered(loop):
+    """The same side again only replaces the handler (no system call); the
+    other side changes the events, which the kernel refuses."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with b, d:
+        loop.add_reader(a, noop)
+        a.close()
+        assert outcomes(lambda: loop.add_reader(a, noop), lambda: loop.remove_reader(a)) == [None, True]
+        loop.add_reader(c, noop)
+        c.close()
+        assert outcomes(lambda: loop.add_writer(c, noop), lambda: loop.remove_reader(c)) == [
+            (OSError, errno.EBADF),
+            (ValueError, "Invalid file descriptor: -1"),
+        ]
+        never = socket.socket()
+        never.close()
+        assert outcomes(lambda: loop.remove_reader(never)) == [(ValueError, "Invalid file descriptor: -1")]
+        run_once(loop)

@@ -59,6 +59,10 @@ impl SourcesSeen {
 pub(crate) struct FdHandlers {
     reader: Option<Waiter>,
     writer: Option<Waiter>,
+    /// The object the last `add_reader`/`add_writer` named the descriptor
+    /// by: once it is closed (its `fileno()` is -1) the registration is
+    /// found by the object itself, as selectors' `_fileobj_lookup` does.
+    fileobj: Option<Py<PyAny>>,
 }
 
 impl FdHandlers {
@@ -91,7 +95,7 @@ impl FdHandlers {
         for w in [&self.reader, &self.writer].into_iter().flatten() {
             w.traverse(visit, seen)?;
         }
-        Ok(())
+        visit.call(&self.fileobj)
     }
 }
 
@@ -125,12 +129,36 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
-/// Puts `waiter` on `side` of `fd`, returning what it replaced.
+/// selectors' `_fileobj_lookup`: the descriptor of `fileobj`; for an
+/// object that has none any more (a socket closed after it was
+/// registered), the descriptor it was registered under.
+fn lookup(loop_: &Bound<'_, LoopCore>, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let py = fileobj.py();
+    match fileobj_to_fd(fileobj) {
+        Err(e) if e.is_instance_of::<PyValueError>(py) => {
+            let this = loop_.borrow();
+            let found = this
+                .fds
+                .iter()
+                .find(|(_, h)| h.fileobj.as_ref().is_some_and(|o| o.bind(py).is(fileobj)));
+            found.map(|(fd, _)| *fd).ok_or(e)
+        }
+        other => other,
+    }
+}
+
+/// Puts `waiter` on `side` of `fd`, returning what it replaced; a
+/// `fileobj` (from `add_reader`/`add_writer`) is remembered for [`lookup`].
+/// A registration the poller refuses is dropped whole, as selectors'
+/// `modify` (unregister, then register) leaves it; what was dropped goes
+/// into `dropped`, to be released once the loop is no longer borrowed.
 pub(crate) fn set(
     loop_: &Bound<'_, LoopCore>,
     fd: RawFd,
     side: Side,
     waiter: Waiter,
+    fileobj: Option<&Bound<'_, PyAny>>,
+    dropped: &mut Vec<Waiter>,
 ) -> PyResult<Option<Waiter>> {
     let mut this = loop_.borrow_mut();
     let this = &mut *this;
@@ -138,19 +166,41 @@ pub(crate) fn set(
     let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
     let known = this.fds.contains_key(&fd);
     let entry = this.fds.entry(fd).or_default();
+    let before = (entry.reader.is_some(), entry.writer.is_some());
     let (read, write) = match side {
-        Side::Read => (true, entry.writer.is_some()),
-        Side::Write => (entry.reader.is_some(), true),
+        Side::Read => (true, before.1),
+        Side::Write => (before.0, true),
     };
     match poller.set_interest(fd, read, write, known) {
-        Ok(()) => Ok(entry.slot(side).replace(waiter)),
+        // selectors makes no system call when the events do not change,
+        // so a closed descriptor's handler can still be replaced.
+        Err(e) if known && (read, write) == before && e.raw_os_error() == Some(libc_ebadf()) => {}
         Err(e) => {
-            if !known {
-                this.fds.remove(&fd);
+            if let Some(gone) = this.fds.remove(&fd) {
+                dropped.extend(gone.reader);
+                dropped.extend(gone.writer);
             }
-            Err(errors::os_error(e))
+            if known {
+                poller.remove(fd);
+            }
+            return Err(errors::os_error(e));
         }
+        Ok(()) => {}
     }
+    if let Some(obj) = fileobj {
+        entry_of(this, fd).fileobj = Some(obj.clone().unbind());
+    }
+    Ok(entry_of(this, fd).slot(side).replace(waiter))
+}
+
+/// The entry of a descriptor [`set`] just made sure of.
+fn entry_of(this: &mut LoopCore, fd: RawFd) -> &mut FdHandlers {
+    this.fds.entry(fd).or_default()
+}
+
+/// `EBADF`, as `io::Error::raw_os_error` reports it.
+fn libc_ebadf() -> i32 {
+    rustix::io::Errno::BADF.raw_os_error()
 }
 
 /// Takes whatever waits on `side` of `fd`. The caller drops the result
@@ -177,16 +227,19 @@ pub(super) fn add(
         this.check_closed()?;
         this.debug
     };
-    let fd = fileobj_to_fd(fileobj)?;
+    let fd = lookup(slf, fileobj)?;
     let handle = Py::new(
         py,
         LoopCore::make_handle(slf, callback, args, context, debug)?,
     )?;
-    let old = set(slf, fd, side, Waiter::Handle(handle.clone_ref(py)))?;
+    let mut dropped = Vec::new();
+    let waiter = Waiter::Handle(handle.clone_ref(py));
+    let set = set(slf, fd, side, waiter, Some(fileobj), &mut dropped);
+    // Refused by the poller: asyncio's handles are then unregistered, not
+    // cancelled.
+    drop(dropped);
     // A replaced handle is cancelled, as asyncio does.
-    if let Some(Waiter::Handle(old)) = old {
-        Handle::cancel_native(old.bind(py))?;
-    }
+    release(py, set?.into_iter().collect())?;
     Ok(handle)
 }
 
@@ -199,14 +252,71 @@ pub(super) fn remove(
     if slf.borrow().closed {
         return Ok(false);
     }
-    let fd = fileobj_to_fd(fileobj)?;
-    match unset(slf, fd, side) {
-        Some(Waiter::Handle(h)) => {
-            Handle::cancel_native(h.bind(py))?;
+    let fd = lookup(slf, fileobj)?;
+    let mut dropped = Vec::new();
+    let taken = {
+        let mut this = slf.borrow_mut();
+        take_reporting(&mut this, fd, side, &mut dropped)
+    };
+    drop(dropped);
+    match taken {
+        Ok(Some(w)) => {
+            release(py, vec![w])?;
             Ok(true)
         }
-        Some(Waiter::Source(_)) => Ok(true),
-        None => Ok(false),
+        Ok(None) => Ok(false),
+        Err(e) => Err(errors::os_error(e)),
+    }
+}
+
+/// Cancels the handles among `waiters` (asyncio cancels the handle that
+/// a new one replaces, or that is removed) and drops the rest, with the
+/// loop not borrowed.
+fn release(py: Python<'_>, waiters: Vec<Waiter>) -> PyResult<()> {
+    for w in waiters {
+        if let Waiter::Handle(h) = w {
+            Handle::cancel_native(h.bind(py))?;
+        }
+    }
+    Ok(())
+}
+
+/// `remove_reader`/`remove_writer`'s detach: as [`take`], but when the
+/// poller refuses the new interest (the descriptor was closed while its
+/// other side stays registered) the whole registration is dropped into
+/// `dropped` and the error returned, as selectors' `modify` does.
+fn take_reporting(
+    this: &mut LoopCore,
+    fd: RawFd,
+    side: Side,
+    dropped: &mut Vec<Waiter>,
+) -> std::io::Result<Option<Waiter>> {
+    let Some(entry) = this.fds.get_mut(&fd) else {
+        return Ok(None);
+    };
+    let (read, write) = match side {
+        Side::Read => (false, entry.writer.is_some()),
+        Side::Write => (entry.reader.is_some(), false),
+    };
+    if !read && !write {
+        return Ok(take(this, fd, side));
+    }
+    if entry.slot(side).is_none() {
+        return Ok(None);
+    }
+    let Some(poller) = this.poller.clone() else {
+        return Ok(take(this, fd, side));
+    };
+    match poller.set_interest(fd, read, write, true) {
+        Ok(()) => Ok(entry_of(this, fd).slot(side).take()),
+        Err(e) => {
+            if let Some(gone) = this.fds.remove(&fd) {
+                dropped.extend(gone.reader);
+                dropped.extend(gone.writer);
+            }
+            poller.remove(fd);
+            Err(e)
+        }
     }
 }
 

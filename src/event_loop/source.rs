@@ -49,7 +49,17 @@ pub fn watch(
     side: Side,
     source: Arc<dyn IoSource>,
 ) -> PyResult<()> {
-    fds::set(loop_, fd, side, fds::Waiter::Source(source)).map(drop)
+    let mut dropped = Vec::new();
+    let set = fds::set(
+        loop_,
+        fd,
+        side,
+        fds::Waiter::Source(source),
+        None,
+        &mut dropped,
+    );
+    drop(dropped);
+    set.map(drop)
 }
 
 /// Stops delivering `side` readiness of `fd`; true if it was watched.
