@@ -327,10 +327,15 @@ impl TimerHandle {
         base.repr_info(py, &class, Some(slf.get().when))
     }
 
-    fn __hash__(&self) -> u64 {
-        // Same as hash(self._when) for the common case of finite floats is
-        // not required; equal handles (equal `when`) hash equally.
-        self.when.to_bits()
+    /// asyncio's `hash(self._when)`: equal handles (0.0 and -0.0 too)
+    /// hash equally. A NaN float hashes by its identity in CPython; the
+    /// handle's stands in for it.
+    fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+        let when = slf.get().when;
+        if when.is_nan() {
+            return Ok((slf.as_ptr() as usize).rotate_right(4) as isize);
+        }
+        pyo3::types::PyFloat::new(slf.py(), when).hash()
     }
 
     fn __richcmp__(

@@ -191,6 +191,18 @@ def test_timer_handles_compare_by_deadline(loop):
     assert hash(early) == hash(twin)
 
 
+def test_timer_handles_hash_as_their_deadline(loop):
+    """asyncio's TimerHandle hashes as hash(when): 0.0 and -0.0 are equal
+    deadlines, so their handles hash equally too."""
+    zero, minus_zero = loop.call_at(0.0, callback), loop.call_at(-0.0, callback)
+    assert zero == minus_zero
+    assert hash(zero) == hash(minus_zero) == hash(0.0)
+    assert hash(loop.call_at(1234.5, callback)) == hash(1234.5)
+    assert len({zero, minus_zero}) == 1
+    for h in (zero, minus_zero):
+        h.cancel()
+
+
 def test_handle_repr(loop):
     handle = loop.call_soon(callback, 1, "a")
     timer = loop.call_at(12.5, callback)
