@@ -926,3 +926,55 @@ def test_error_received_may_close_the_transport_inside_sendto(loop_factory):
     # The transport was still borrowed while error_received ran: closing
     # it there raised a PanicException.
     assert _errors_then_close(loop_factory) == _errors_then_close(asyncio.SelectorEventLoop)
+
+
+def test_a_finalizer_reading_another_transport_inside_a_read(loop):
+    """A read's own allocations (the sender's address tuple) can run the
+    cyclic garbage collector, and a finalizer may read another transport
+    on the same thread then, while the thread's read buffer is in use:
+    that must not panic, and both datagrams arrive."""
+    import gc
+
+    got = []
+    fired = []
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.append(data)
+
+    async def main():
+        t1, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.1", 0))
+        t2, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.1", 0))
+
+        class Trap:
+            def __init__(self):
+                self.cycle = self
+
+            def __del__(self):
+                fired.append(True)
+                t2._read_ready()
+
+        # The core's own method for ferroloop, bound beforehand: nothing
+        # between here and the read allocates a tracked object.
+        read_t1 = getattr(t1, "_core", t1)._read_ready
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # Loopback delivers at once; no await, so neither is read yet.
+            s.sendto(b"two", t2.get_extra_info("sockname"))
+            s.sendto(b"one", t1.get_extra_info("sockname"))
+            threshold = gc.get_threshold()
+            gc.collect()
+            trap = Trap()
+            del trap
+            gc.set_threshold(1)
+            try:
+                read_t1()
+            finally:
+                gc.set_threshold(*threshold)
+        gc.collect()
+        await asyncio.sleep(0.01)
+        assert fired and sorted(got) == [b"one", b"two"]
+        t1.close()
+        t2.close()
+        await asyncio.sleep(0)
+
+    run(loop, main())

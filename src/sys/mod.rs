@@ -44,6 +44,21 @@ pub struct ReadScratch {
 impl ReadScratch {
     const ALIGN: usize = 4096;
 
+    /// Runs `f` on the thread's buffer in `key` (of `len` bytes); if that
+    /// buffer is already in use — code run from inside `f`, such as a
+    /// finalizer or an OpenSSL callback, read again on this thread — on a
+    /// fresh buffer of the same size, so that re-entry never panics.
+    pub fn with<R>(
+        key: &'static std::thread::LocalKey<std::cell::RefCell<ReadScratch>>,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        key.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => f(&mut s[..]),
+            Err(_) => f(&mut vec![0u8; len][..]),
+        })
+    }
+
     pub fn new(len: usize) -> Self {
         let buf = vec![0u8; len + Self::ALIGN];
         let start = (Self::ALIGN - buf.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;

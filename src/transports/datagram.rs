@@ -111,8 +111,7 @@ impl DatagramTransport {
             return Ok(());
         };
         let received: PyResult<Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>> = if native {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
+            crate::sys::ReadScratch::with(&SCRATCH, MAX_DATAGRAM, |s| {
                 match rustix::net::recvfrom(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
                     Ok((n, _, addr)) => {
                         let data = PyBytes::new(py, &s[..n]).into_any();

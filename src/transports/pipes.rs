@@ -140,8 +140,7 @@ impl ReadPipeTransport {
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let fd = slf.borrow().c.fd;
-        let got = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
+        let got = crate::sys::ReadScratch::with(&SCRATCH, MAX_READ, |s| {
             rustix::io::read(borrow_raw(fd), &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
         });
         match got {

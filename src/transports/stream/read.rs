@@ -6,7 +6,7 @@ use super::super::{face_or_core, log_debug, set_watching, Core};
 use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::sys::borrow_raw;
+use crate::sys::{borrow_raw, ReadScratch};
 use crate::transports::tls::TlsProtocol;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -19,7 +19,7 @@ use std::cell::RefCell;
 const MAX_READ: usize = 256 * 1024;
 
 thread_local! {
-    static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
+    static SCRATCH: RefCell<ReadScratch> = RefCell::new(ReadScratch::new(MAX_READ));
 }
 
 impl StreamTransport {
@@ -50,8 +50,7 @@ impl StreamTransport {
     pub(super) fn read_bytes(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let fd = slf.borrow().fd;
-        let got = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
+        let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| {
             match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
                 Ok((n, _)) => Ok(PyBytes::new(py, &s[..n])),
                 Err(e) => Err(e),
@@ -93,8 +92,7 @@ impl StreamTransport {
             Failed(PyErr),
         }
         let fd = slf.borrow().fd;
-        let got = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
+        let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| {
             match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
                 Ok((0, _)) => Got::Eof,
                 Ok((n, _)) => match TlsProtocol::feed(tls, &s[..n]) {

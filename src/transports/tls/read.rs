@@ -169,7 +169,7 @@ impl TlsProtocol {
         };
         let (raw, incoming) = (raw.bind(py), incoming.bind(py));
         let mut closed = false;
-        let mut collect = |scratch: &mut [u8]| -> PyResult<Option<Bound<'_, PyBytes>>> {
+        let collect = |scratch: &mut [u8]| -> PyResult<Option<Bound<'_, PyBytes>>> {
             let cap = scratch.len();
             let mut spill: Vec<u8> = Vec::new();
             let mut off = 0;
@@ -213,12 +213,9 @@ impl TlsProtocol {
                 }
             })
         };
-        let data = PLAIN.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut s) => collect(&mut s[..]),
-            // Re-entered (an OpenSSL callback reading another connection):
-            // a buffer of its own.
-            Err(_) => collect(&mut vec![0u8; MAX_SIZE][..]),
-        })?;
+        // Re-entered (an OpenSSL callback reading another connection), it
+        // gets a buffer of its own.
+        let data = ReadScratch::with(&PLAIN, MAX_SIZE, collect)?;
         if let Some(data) = data {
             let app = slf.borrow().app_protocol(py);
             if let Some(app) = app {
