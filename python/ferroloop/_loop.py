@@ -3,22 +3,20 @@
 The hot machinery — ready queue, timers, poller, handles, call_soon and
 friends, create_task/create_future, add_reader/add_writer and one loop
 iteration — lives in Rust (`_ferroloop.LoopCore`). What remains here is
-orchestration asyncio specifies in Python and that runs once per
-`run_until_complete` or once per error, not once per callback: the exception
-handler, executors, async-generator hooks, DNS through the executor and
-signal wiring. For those we bind *asyncio's own functions* of the running
-interpreter to our class, so their behaviour (messages, ordering, version
-differences between 3.11 and 3.13) is asyncio's by construction.
+what asyncio specifies in Python and that runs once per call, not once per
+callback; most of it is asyncio's own functions of the running interpreter,
+bound onto the class by the checked table in `_from_asyncio.py` (the only
+place that does so), so their behaviour is asyncio's by construction. What
+this file defines itself is ferroloop's: the loop's lifecycle, the native
+transports' factories, TLS upgrades, the pidfd child watch and signals.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import inspect
 import os
-import selectors
 import subprocess
 import sys
 import threading
@@ -31,12 +29,12 @@ try:
 except ImportError:  # pragma: no cover - CPython built without OpenSSL
     ssl = None  # type: ignore[assignment]
 from asyncio import base_events, constants, events, selector_events, unix_events
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _ferroloop, _transports
+from . import _ferroloop, _from_asyncio, _subprocess, _transports
+from ._selector_view import SelectorView
 
 # Typed as Any: we borrow their functions, including private ones.
-_Base: Any = base_events.BaseEventLoop
 _Selector: Any = selector_events.BaseSelectorEventLoop
 _Unix: Any = unix_events._UnixSelectorEventLoop
 _logger: Any = base_events.logger  # type: ignore[attr-defined]
@@ -49,12 +47,26 @@ _unix_events: Any = unix_events
 # create_connection and Server hand to _make_socket_transport and
 # _start_serving; its _accept_connection takes it as a last argument.
 _TRANSPORTS_TAKE_CONTEXT = "context" in inspect.signature(_Selector._make_socket_transport).parameters
+# 3.14+'s start_tls moves what a StreamReader buffered into the TLS layer
+# (gh-142352); read off asyncio's own start_tls, as the fix may be backported.
+_START_TLS_TAKES_READER_BUFFER = "_stream_reader" in base_events.BaseEventLoop.start_tls.__code__.co_consts
 
 
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
 # scheduling methods' return types differ nominally from typeshed's.
 class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """An asyncio event loop whose core is written in Rust."""
+
+    if TYPE_CHECKING:
+        # Private asyncio methods this class calls, bound from asyncio by
+        # `_from_asyncio.bind` below the class (the public ones are typed by
+        # AbstractEventLoop).
+        _check_running: Any
+        _set_coroutine_origin_tracking: Any
+        _asyncgen_firstiter_hook: Any
+        _asyncgen_finalizer_hook: Any
+        _ensure_fd_no_transport: Any
+        _make_self_pipe: Any
 
     def __init__(self) -> None:
         self._signal_handlers: dict = {}
@@ -70,7 +82,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._clock_resolution = time.get_clock_info("monotonic").resolution
-        if _LOOP_WATCHERS:
+        if _subprocess.LOOP_WATCHERS:
             # 3.14+: each Unix loop has its child watcher, chosen as asyncio
             # chooses it. Its pidfd watcher is served natively (see
             # _make_subprocess_transport); a threaded or replaced one is
@@ -125,8 +137,6 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             or type(self)._run_once is not _ferroloop.LoopCore._run_once
         )
 
-    run_until_complete = _Base.run_until_complete
-    _check_running = _Base._check_running
 
     def close(self) -> None:
         if self.is_running():
@@ -161,39 +171,6 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             if not self.is_running():
                 self.close()
 
-    # --- debug -------------------------------------------------------------
-
-    set_debug = _Base.set_debug
-    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
-    _check_thread = _Base._check_thread
-    _check_callback = _Base._check_callback
-
-    # --- errors ------------------------------------------------------------
-
-    get_exception_handler = _Base.get_exception_handler
-    set_exception_handler = _Base.set_exception_handler
-    default_exception_handler = _Base.default_exception_handler
-    call_exception_handler = _Base.call_exception_handler
-
-    # --- async generators ----------------------------------------------------
-
-    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
-    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
-    shutdown_asyncgens = _Base.shutdown_asyncgens
-
-    # --- executors and DNS ---------------------------------------------------
-
-    run_in_executor = _Base.run_in_executor
-    set_default_executor = _Base.set_default_executor
-    shutdown_default_executor = _Base.shutdown_default_executor
-    if hasattr(_Base, "_do_shutdown"):
-        _do_shutdown = _Base._do_shutdown
-    if hasattr(_Base, "_check_default_executor"):
-        _check_default_executor = _Base._check_default_executor
-    getaddrinfo = _Base.getaddrinfo
-    getnameinfo = _Base.getnameinfo
-    _getaddrinfo_debug = _Base._getaddrinfo_debug
-
     # --- file descriptors --------------------------------------------------
 
     def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
@@ -212,14 +189,12 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)
 
-    _ensure_fd_no_transport = _Selector._ensure_fd_no_transport
-
     @property
     def _selector(self) -> Any:
         # Selector loops have one, and code that inspects it (asyncio's own
         # tests, debugging helpers) gets a read-only view of the poller's
         # registrations; None once closed, as asyncio's.
-        return None if self.is_closed() else _SelectorView(self)
+        return None if self.is_closed() else SelectorView(self)
 
     # --- networking ----------------------------------------------------------
     # Transports are native (see _transports.py and src/transports/); the
@@ -359,6 +334,13 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         # Paused first, so that no data reaches the TLS layer before its
         # connection_made() (asyncio's order).
         transport.pause_reading()
+        if server_side and _START_TLS_TAKES_READER_BUFFER:
+            # gh-142352: what a StreamReader buffered before the upgrade
+            # (the client's first TLS records) is the TLS layer's to read.
+            reader = getattr(protocol, "_stream_reader", None)
+            if isinstance(protocol, asyncio.StreamReaderProtocol) and reader is not None and reader._buffer:
+                ssl_protocol._incoming.write(reader._buffer)
+                reader._buffer.clear()
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -368,6 +350,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            waiter = None  # no cycle through the exception's frames
             raise
         return ssl_protocol._app_transport
 
@@ -382,7 +365,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
     ):
-        watcher = _installed_child_watcher(self)
+        watcher = _subprocess.installed_child_watcher(self)
         if watcher is not None:
             return await _Unix._make_subprocess_transport(
                 self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
@@ -406,7 +389,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
                 spawning.add_done_callback(self._discard_started_process)
                 raise
         waiter = self.create_future()
-        transp = _SubprocessTransport(
+        transp = _subprocess.SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
             waiter=waiter, extra=extra, started=proc, **kwargs,
         )  # fmt: skip
@@ -435,12 +418,12 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         try:
             _ferroloop.watch_child(self, pid, callback)
         except OSError as exc:
-            if exc.errno not in _NO_PIDFD:
+            if exc.errno not in _subprocess.NO_PIDFD:
                 raise
             # No pidfd (kernel < 5.3, or a sandbox refusing the call): wait
             # in a thread, as asyncio's ThreadedChildWatcher does.
             threading.Thread(
-                target=_wait_child_in_thread,
+                target=_subprocess.wait_child_in_thread,
                 args=(self, pid, callback),
                 name=f"ferroloop-waitpid-{pid}",
                 daemon=True,
@@ -456,150 +439,9 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
             self._make_self_pipe()
         _Unix.add_signal_handler(self, sig, callback, *args)
 
-    remove_signal_handler = _Unix.remove_signal_handler
-    _handle_signal = _Unix._handle_signal
-    _check_signal = _Unix._check_signal
-    _process_self_data = _Unix._process_self_data
-    _add_callback_signalsafe = _Base._add_callback_signalsafe
-    _make_self_pipe = _Selector._make_self_pipe
-    _close_self_pipe = _Selector._close_self_pipe
-    _read_from_self = _Selector._read_from_self
-    _write_to_self = _Selector._write_to_self
 
-
-_NO_PIDFD = (errno.ENOSYS, errno.EPERM, errno.EACCES)
-
-
-_UnixSubprocessTransport: Any = getattr(unix_events, "_UnixSubprocessTransport")
-
-
-class _SubprocessTransport(_UnixSubprocessTransport):
-    """asyncio's Unix subprocess transport, which may be handed a process
-    already started (in a thread, see `_make_subprocess_transport`)."""
-
-    def __init__(self, *args: Any, started: Any = None, **kwargs: Any) -> None:
-        self._started = started
-        super().__init__(*args, **kwargs)
-
-    def _start(self, *args: Any, **kwargs: Any) -> None:
-        if self._started is None:
-            super()._start(*args, **kwargs)
-        else:
-            self._proc, self._started = self._started, None
-
-
-class _SelectorView:
-    """What the poller watches, as a selector's read-only `get_key` and
-    `get_map` show it. `data` is asyncio's `(reader, writer)`: the Handle of
-    an add_reader/add_writer callback, True for a side watched by a native
-    transport or child watch, None for an unwatched side. Registering and
-    selecting go through add_reader/add_writer and the Rust poller."""
-
-    def __init__(self, loop: Any) -> None:
-        self._loop = loop
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
-        key = self._key(fd)
-        if key is None:
-            raise KeyError(f"{fileobj!r} is not registered")
-        return key
-
-    def get_map(self) -> dict[int, selectors.SelectorKey]:
-        keys = ((fd, self._key(fd)) for fd in self._loop._watched_fds())
-        return {fd: key for fd, key in keys if key is not None}
-
-    def _key(self, fd: int) -> selectors.SelectorKey | None:
-        # `fileobj` is the descriptor: what add_reader/add_writer and the
-        # transports register on asyncio's selector too.
-        waiters = self._loop._fd_waiters(fd)
-        if waiters is None:
-            return None
-        reader, writer = waiters
-        events = (selectors.EVENT_READ if reader is not None else 0) | (
-            selectors.EVENT_WRITE if writer is not None else 0
-        )
-        if not events:
-            return None
-        return selectors.SelectorKey(fd, fd, events, (reader, writer))
-
-
-# 3.14 removed the child-watcher API: a Unix loop owns its `_watcher`.
-_LOOP_WATCHERS = hasattr(unix_events, "_PidfdChildWatcher")
-
-
-def _installed_child_watcher(loop: Any) -> Any:
-    """The child watcher asyncio would use instead of the native pidfd
-    watch: on 3.14+ the loop's own `_watcher` unless it is asyncio's pidfd
-    watcher (which the native watch reproduces); before 3.14 the watcher set
-    on the policy, unless it is one of asyncio's defaults."""
-    if _LOOP_WATCHERS:
-        watcher = getattr(loop, "_watcher", None)
-        return None if type(watcher) is _unix_events._PidfdChildWatcher else watcher
-    # The private getter: the public one warns from 3.14 on, where policies
-    # are deprecated and child watchers are gone (so this finds none).
-    policy = getattr(events, "_get_event_loop_policy", events.get_event_loop_policy)()
-    watcher = getattr(policy, "_watcher", None)
-    defaults = tuple(
-        getattr(unix_events, name)
-        for name in ("ThreadedChildWatcher", "PidfdChildWatcher")
-        if hasattr(unix_events, name)
-    )
-    if watcher is None or type(watcher) in defaults:
-        return None
-    return watcher
-
-
-def _wait_child_in_thread(loop: Any, pid: int, callback: Any) -> None:
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        # Reaped by someone else: asyncio reports 255 and warns.
-        returncode = 255
-        _logger.warning("Unknown child process pid %d, will report returncode 255", pid)
-    else:
-        returncode = os.waitstatus_to_exitcode(status)
-    try:
-        loop.call_soon_threadsafe(callback, returncode)
-    except RuntimeError:
-        pass  # the loop was closed meanwhile, as with asyncio's watcher
-
-
-def _borrow(cls: Any, source: Any, names: str) -> None:
-    """Binds asyncio's functions `names` of `source` to `cls`, skipping the
-    ones this Python version does not have."""
-    for name in names.split():
-        if name in vars(source):
-            setattr(cls, name, vars(source)[name])
-
-
-_borrow(
-    Loop,
-    _Base,
-    "create_connection _create_connection_transport _connect_sock _ensure_resolved "
-    "create_server _create_server_getaddrinfo connect_accepted_socket "
-    "create_datagram_endpoint start_tls "
-    "connect_read_pipe connect_write_pipe subprocess_exec subprocess_shell _log_subprocess "
-    "sendfile _sendfile_native _sendfile_fallback sock_sendfile "
-    "_sock_sendfile_native _sock_sendfile_fallback _check_sendfile_params",
-)
-_borrow(
-    Loop,
-    _Selector,
-    "_accept_connection _accept_connection2 "
-    "sock_recv _sock_recv sock_recv_into _sock_recv_into sock_recvfrom _sock_recvfrom "
-    "sock_recvfrom_into _sock_recvfrom_into sock_sendall _sock_sendall sock_sendto "
-    "_sock_sendto sock_connect _sock_connect _sock_connect_cb _sock_write_done "
-    "_sock_read_done sock_accept _sock_accept _sendfile_native",
-)
-_borrow(
-    Loop,
-    _Unix,
-    "create_unix_connection create_unix_server _sock_sendfile_native "
-    "_child_watcher_callback "
-    "_sock_sendfile_native_impl _sock_sendfile_update_filepos "
-    "_sock_add_cancellation_callback",
-)
+# asyncio's own functions: the checked table in _from_asyncio.py.
+_from_asyncio.bind(Loop, _ferroloop.LoopCore)
 
 
 def new_event_loop() -> Loop:

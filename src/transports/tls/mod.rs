@@ -717,6 +717,13 @@ impl TlsProtocol {
         self.sslcontext.clone_ref(py)
     }
 
+    /// The incoming ciphertext's `ssl.MemoryBIO`, as asyncio's: its
+    /// `start_tls` hands it what a StreamReader buffered (gh-142352).
+    #[getter]
+    fn _incoming(&self, py: Python<'_>) -> Py<PyAny> {
+        self.incoming.clone_ref(py)
+    }
+
     #[getter]
     fn _app_reading_paused(&self) -> bool {
         self.app_reading_paused
