@@ -369,9 +369,12 @@ impl LoopCore {
         self.debug
     }
 
+    /// `value.__bool__` may run Python that uses the loop: it is asked
+    /// before the loop is borrowed.
     #[setter(_debug)]
-    fn set_debug_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug = value.is_truthy()?;
+    fn set_debug_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let on = value.is_truthy()?;
+        slf.borrow_mut().debug = on;
         Ok(())
     }
 

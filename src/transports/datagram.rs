@@ -547,9 +547,15 @@ impl DatagramTransport {
         self.queued_size
     }
 
-    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
-        self.protocol = Some(protocol.clone().unbind());
-        self.protocol_connected = true;
+    /// The old protocol is let go once the core is not borrowed: its
+    /// finalizer may use the transport.
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
+        let old = {
+            let mut t = slf.borrow_mut();
+            t.protocol_connected = true;
+            t.protocol.replace(protocol.clone().unbind())
+        };
+        drop(old);
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {

@@ -264,8 +264,15 @@ impl ReadPipeTransport {
         Ok(())
     }
 
-    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
-        self.c.protocol = Some(protocol.clone().unbind());
+    /// The old protocol is let go once the core is not borrowed: its
+    /// finalizer may use the transport.
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
+        let old = slf
+            .borrow_mut()
+            .c
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(old);
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -560,8 +567,15 @@ impl WritePipeTransport {
         self.c.closing
     }
 
-    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) {
-        self.c.protocol = Some(protocol.clone().unbind());
+    /// The old protocol is let go once the core is not borrowed: its
+    /// finalizer may use the transport.
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
+        let old = slf
+            .borrow_mut()
+            .c
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(old);
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {

@@ -297,7 +297,7 @@ impl StreamTransport {
         t.extra = extra.map(Bound::unbind);
         t.wrapper = Some(PyWeakrefReference::new(wrapper)?.into_any().unbind());
         t.context = context.filter(|c| !c.is_none(py));
-        t.assign_protocol(protocol)?;
+        t.assign_protocol(protocol, is_buffered(protocol)?);
         Ok(t)
     }
 
@@ -464,8 +464,14 @@ impl StreamTransport {
         self.wbuf.len()
     }
 
-    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.assign_protocol(protocol)
+    /// The protocol's kind is asked (an `isinstance`, which can run
+    /// Python) before the core is borrowed, and the old protocol is let go
+    /// after (its finalizer may use the transport).
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = is_buffered(protocol)?;
+        let old = slf.borrow_mut().assign_protocol(protocol, buffered);
+        drop(old);
+        Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -654,7 +660,7 @@ impl StreamTransport {
         );
         t.owned = Some(fd);
         t.context = context;
-        t.assign_protocol(protocol)?;
+        t.assign_protocol(protocol, is_buffered(protocol)?);
         Ok(t)
     }
 
@@ -674,12 +680,23 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn assign_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
-        let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
-        self.buffered = protocol.is_instance(&buffered_cls)?;
-        self.protocol = Some(protocol.clone().unbind());
+    /// Sets the protocol, of the kind [`is_buffered`] found, and returns
+    /// the one it replaces, to be dropped once the core is not borrowed.
+    fn assign_protocol(
+        &mut self,
+        protocol: &Bound<'_, PyAny>,
+        buffered: bool,
+    ) -> Option<Py<PyAny>> {
+        self.buffered = buffered;
         self.protocol_connected = true;
-        Ok(())
+        self.protocol.replace(protocol.clone().unbind())
     }
+}
+
+/// Whether `protocol` is an `asyncio.BufferedProtocol` (an `isinstance`,
+/// which can run Python: never asked with the core borrowed).
+fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = protocol.py();
+    let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
+    protocol.is_instance(&buffered_cls)
 }

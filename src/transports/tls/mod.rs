@@ -255,12 +255,25 @@ impl TlsProtocol {
         Ok(())
     }
 
-    fn set_app_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Sets the application's protocol, of the kind [`app_is_buffered`]
+    /// found; returns the one it replaces, to be dropped once the core is
+    /// not borrowed.
+    fn set_app_protocol(
+        &mut self,
+        protocol: &Bound<'_, PyAny>,
+        buffered: bool,
+    ) -> Option<Py<PyAny>> {
+        self.app_buffered = buffered;
+        self.app_protocol.replace(protocol.clone().unbind())
+    }
+
+    /// Whether the application's protocol is a BufferedProtocol, as
+    /// sslproto decides it (`hasattr`, `isinstance`: Python that may use
+    /// this protocol, so never asked with the core borrowed).
+    fn app_is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
         let py = protocol.py();
-        self.app_buffered = protocol.hasattr(pyo3::intern!(py, "get_buffer"))?
-            && protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
-        self.app_protocol = Some(protocol.clone().unbind());
-        Ok(())
+        Ok(protocol.hasattr(pyo3::intern!(py, "get_buffer"))?
+            && protocol.is_instance(names(py)?.buffered_protocol.bind(py))?)
     }
 
     fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -525,7 +538,7 @@ impl TlsProtocol {
             handshake_start: None,
             rx_view: None,
         };
-        t.set_app_protocol(app_protocol)?;
+        t.set_app_protocol(app_protocol, Self::app_is_buffered(app_protocol)?);
         Ok(t)
     }
 
@@ -688,8 +701,11 @@ impl TlsProtocol {
         }
     }
 
-    fn _set_app_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set_app_protocol(protocol)
+    fn _set_app_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = Self::app_is_buffered(protocol)?;
+        let old = slf.borrow_mut().set_app_protocol(protocol, buffered);
+        drop(old);
+        Ok(())
     }
 
     #[getter]
@@ -766,21 +782,24 @@ impl TlsProtocol {
 
     #[pyo3(signature = (high = None, low = None))]
     fn _set_write_buffer_limits(
-        &mut self,
+        slf: &Bound<'_, Self>,
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.outgoing_marks = WaterMarks::from_args_default(high, low, WRITE_HIGH_WATER)?;
+        // The marks are read (`__index__`, comparisons: Python) unborrowed.
+        let marks = WaterMarks::from_args_default(high, low, WRITE_HIGH_WATER)?;
+        slf.borrow_mut().outgoing_marks = marks;
         Ok(())
     }
 
     #[pyo3(signature = (high = None, low = None))]
     fn _set_read_buffer_limits(
-        &mut self,
+        slf: &Bound<'_, Self>,
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.incoming_marks = WaterMarks::from_args_default(high, low, READ_HIGH_WATER)?;
+        let marks = WaterMarks::from_args_default(high, low, READ_HIGH_WATER)?;
+        slf.borrow_mut().incoming_marks = marks;
         Ok(())
     }
 
