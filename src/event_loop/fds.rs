@@ -6,7 +6,7 @@ use super::source::IoSource;
 use super::{LoopCore, Ready};
 use crate::errors;
 use crate::handles::Handle;
-use crate::poller::Readiness;
+use crate::poller::{Poller, Readiness};
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
@@ -176,13 +176,7 @@ pub(crate) fn set(
         // so a closed descriptor's handler can still be replaced.
         Err(e) if known && (read, write) == before && e.raw_os_error() == Some(libc_ebadf()) => {}
         Err(e) => {
-            if let Some(gone) = this.fds.remove(&fd) {
-                dropped.extend(gone.reader);
-                dropped.extend(gone.writer);
-            }
-            if known {
-                poller.remove(fd);
-            }
+            forget_whole(this, fd, &poller, dropped);
             return Err(errors::os_error(e));
         }
         Ok(()) => {}
@@ -191,6 +185,16 @@ pub(crate) fn set(
         entry_of(this, fd).fileobj = Some(obj.clone().unbind());
     }
     Ok(entry_of(this, fd).slot(side).replace(waiter))
+}
+
+/// Forgets `fd`'s whole registration, as selectors' failed `modify`
+/// (unregister, then register) leaves it; its waiters go into `dropped`.
+fn forget_whole(this: &mut LoopCore, fd: RawFd, poller: &Poller, dropped: &mut Vec<Waiter>) {
+    if let Some(gone) = this.fds.remove(&fd) {
+        dropped.extend(gone.reader);
+        dropped.extend(gone.writer);
+    }
+    poller.remove(fd);
 }
 
 /// The entry of a descriptor [`set`] just made sure of.
@@ -310,11 +314,7 @@ fn take_reporting(
     match poller.set_interest(fd, read, write, true) {
         Ok(()) => Ok(entry_of(this, fd).slot(side).take()),
         Err(e) => {
-            if let Some(gone) = this.fds.remove(&fd) {
-                dropped.extend(gone.reader);
-                dropped.extend(gone.writer);
-            }
-            poller.remove(fd);
+            forget_whole(this, fd, &poller, dropped);
             Err(e)
         }
     }
