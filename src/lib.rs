@@ -33,3 +33,26 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
+
+/// The sentence build.rs stops an unsupported build with.
+#[cfg(test)]
+mod platform {
+    include!("../build/platform.rs");
+
+    #[test]
+    fn linux_builds() {
+        assert_eq!(check_target_os("linux"), Ok(()));
+    }
+
+    #[test]
+    fn other_systems_get_one_sentence_naming_what_works() {
+        for os in ["macos", "windows", "freebsd", "ios", ""] {
+            let msg = check_target_os(os).unwrap_err();
+            assert!(msg.starts_with("ferroloop supports Linux only"), "{msg}");
+            assert!(msg.contains(&format!("`{os}`")), "{msg}");
+            assert!(msg.contains("CPython 3.11-3.15"), "{msg}");
+            assert_eq!(msg.matches(". ").count(), 0, "one sentence: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+}
