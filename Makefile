@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess stress-tls lint fmt stubtest pythons test-versions clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess stress-tls lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,12 @@ test-versions: pythons  ## check on PY (3.11), pytest and conformance on 3.12, 3
 	bash scripts/pythons.sh run make test-python PY=python3.14 VENV=.venv-3.14
 	bash scripts/pythons.sh run make test-python PY=python3.15 VENV=.venv-3.15
 
+wheels: $(STAMP) pythons  ## sdist + one manylinux2014 wheel per supported CPython (3.11-3.15) into dist/
+	VENV=$(VENV) bash scripts/wheels.sh build
+
+release-check: wheels  ## build everything, then check each wheel and the sdist and smoke-test them without Rust (RELEASING.md)
+	VENV=$(VENV) bash scripts/wheels.sh check
+
 clean:  ## remove build products and virtualenvs
 	cargo clean
-	rm -rf .venv .venv-3.1*
+	rm -rf .venv .venv-3.1* dist
