@@ -81,7 +81,7 @@ build() {
   done
   local whl
   for whl in "$WORK"/raw/*.whl; do strip_debug "$whl"; done
-  say "built:"
+  say "built in ${SECONDS} s:"
   ls -l "$DIST"
 }
 
@@ -192,7 +192,7 @@ check() {
     bash scripts/pythons.sh run bash scripts/wheels.sh smoke-one "python$v" "$(wheel_for "$v")"
   done
   check_sdist
-  say "all release checks passed"
+  say "all release checks passed (${SECONDS} s)"
 }
 
 case "${1:-}" in
