@@ -740,6 +740,32 @@ def test_sslobject_subclass_is_used(loop, pki):
     assert calls["do_handshake"] >= 1 and calls["write"] >= 1 and calls["read"] >= 1
 
 
+def test_an_sslobject_subclass_is_never_lent_the_loops_memory(loop, pki):
+    """A plain Protocol's data is read as asyncio's `_do_read__copied`
+    reads it, `sslobj.read(n)`: a subclass is given no buffer, so it can
+    keep no view of the loop's own read buffer (which would show it later
+    plaintext, or memory since freed)."""
+    given = []
+
+    class Keeping(ssl.SSLObject):
+        def read(self, n=1024, buffer=None):
+            given.append(buffer)
+            return super().read(n) if buffer is None else super().read(n, buffer)
+
+    async def main():
+        cctx = client_ctx(pki)
+        cctx.sslobject_class = Keeping
+        st, sp, ct, cp, server = await tls_pair(loop, pki, server_protocol=Echo, cctx=cctx)
+        payload = os.urandom(300 * 1024)
+        ct.write(payload)
+        assert await cp.wait_for_bytes(len(payload)) == payload
+        await close_all(ct, server)
+        await cp.lost
+
+    run(loop, main())
+    assert given and all(b is None for b in given), {type(b).__name__ for b in given}
+
+
 class Raises(Recorder):
     def data_received(self, data):
         super().data_received(data)

@@ -2,7 +2,7 @@
 //! the application (`_do_read__copied` and `_do_read__buffered`), the
 //! peer's close_notify, and read flow control both ways.
 
-use super::{is_again, State, TlsProtocol};
+use super::{is_again, names, State, TlsProtocol};
 use crate::sys::ReadScratch;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -12,56 +12,107 @@ use std::cell::RefCell;
 const MAX_SIZE: usize = 256 * 1024;
 
 thread_local! {
-    /// Where plaintext lands before it becomes one `bytes`. It lives as long
-    /// as the thread and never moves, which `lend` relies on.
+    /// Where plaintext lands before it becomes one `bytes`.
     static PLAIN: RefCell<ReadScratch> = RefCell::new(ReadScratch::new(MAX_SIZE));
 }
 
-/// Lends `len` bytes at `ptr` to Python as a memoryview for the duration
-/// of `f`, then releases the view.
-///
-/// # Safety
-/// `ptr..ptr+len` must stay allocated for as long as the current thread
-/// lives (the thread-local scratch buffers), and, if `writable`, nothing
-/// else may access it during `f`. The view is released afterwards; a
-/// callee that kept a buffer export of it (none of the ssl module's
-/// methods does) would see later contents of the same live memory.
-unsafe fn lend<'py, R>(
-    py: Python<'py>,
-    ptr: *mut u8,
-    len: usize,
-    writable: bool,
-    f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<R>,
-) -> PyResult<R> {
-    let flags = if writable {
-        pyo3::ffi::PyBUF_WRITE
-    } else {
-        pyo3::ffi::PyBUF_READ
-    };
-    // SAFETY: the caller guarantees the memory is valid for the view's
-    // life (see above); we hold the GIL; the result is a new reference or
-    // NULL with an exception set.
-    let view = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            pyo3::ffi::PyMemoryView_FromMemory(ptr.cast(), len as pyo3::ffi::Py_ssize_t, flags),
-        )?
-    };
-    let result = f(&view);
-    view.call_method0(pyo3::intern!(py, "release"))?;
-    result
+/// An object of one of the ssl module's C types, `_ssl.MemoryBIO` or
+/// `_ssl._SSLSocket` (exactly: a subclass could keep what it is given),
+/// whose `write(buffer)` and `read(n, buffer)` use the buffer only during
+/// the call and keep no export of it. Only such an object is lent a view
+/// of Rust memory; anything else gets `bytes` (see [`bio_write`],
+/// [`read_into`]).
+struct CBufferUser<'a, 'py>(&'a Bound<'py, PyAny>);
+
+impl<'a, 'py> CBufferUser<'a, 'py> {
+    fn check(obj: &'a Bound<'py, PyAny>) -> PyResult<Option<Self>> {
+        let py = obj.py();
+        let n = names(py)?;
+        let t = obj.get_type();
+        Ok((t.is(n.c_memory_bio.bind(py)) || t.is(n.c_ssl_socket.bind(py))).then_some(Self(obj)))
+    }
+
+    /// `method(*args, view)` with `view` a memoryview of `ptr..ptr + len`,
+    /// released when the call returns.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` is valid for the whole call (for writes too when
+    /// `writable`), and nothing else accesses it meanwhile.
+    unsafe fn call_with_view(
+        &self,
+        method: &Bound<'py, pyo3::types::PyString>,
+        n: Option<usize>,
+        ptr: *mut u8,
+        len: usize,
+        writable: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.0.py();
+        let flags = if writable {
+            pyo3::ffi::PyBUF_WRITE
+        } else {
+            pyo3::ffi::PyBUF_READ
+        };
+        // SAFETY: the memory is valid and unshared for the call (the
+        // caller's contract); we hold the GIL; the result is a new
+        // reference or NULL with an exception set.
+        let view = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                pyo3::ffi::PyMemoryView_FromMemory(ptr.cast(), len as pyo3::ffi::Py_ssize_t, flags),
+            )?
+        };
+        // The callee is a C method of an exact C type (`check`): it takes
+        // the buffer for the call only, so once the view is released no
+        // Python object refers to the memory.
+        let result = match n {
+            Some(n) => self.0.call_method1(method, (n, &view)),
+            None => self.0.call_method1(method, (&view,)),
+        };
+        view.call_method0(pyo3::intern!(py, "release"))?;
+        result
+    }
 }
 
-/// Copies `data` into the BIO (`incoming.write(data)`) without making a
-/// `bytes` of it.
-fn bio_write(py: Python<'_>, bio: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<()> {
-    // SAFETY: `data` is only read (a read-only view) and outlives the call;
-    // MemoryBIO.write copies it and keeps no export.
-    unsafe {
-        lend(py, data.as_ptr().cast_mut(), data.len(), false, |view| {
-            bio.call_method1(pyo3::intern!(py, "write"), (view,))
-                .map(drop)
-        })
+/// `bio.write(data)`: without making a `bytes` of `data` when `bio` is
+/// the ssl module's own MemoryBIO, which copies it.
+fn bio_write(bio: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<()> {
+    let py = bio.py();
+    let write = pyo3::intern!(py, "write");
+    match CBufferUser::check(bio)? {
+        Some(c) => {
+            let (ptr, len) = (data.as_ptr().cast_mut(), data.len());
+            // SAFETY: `data` is borrowed for the whole call and only read
+            // (a read-only view).
+            unsafe { c.call_with_view(write, None, ptr, len, false) }.map(drop)
+        }
+        None => bio.call_method1(write, (PyBytes::new(py, data),)).map(drop),
+    }
+}
+
+/// `sslobj.read(len(buf), buf)`: decrypts straight into `buf` when
+/// `sslobj` is the ssl module's own C object, else through a `bytes`.
+fn read_into(sslobj: &Bound<'_, PyAny>, buf: &mut [u8]) -> PyResult<usize> {
+    let py = sslobj.py();
+    let read = pyo3::intern!(py, "read");
+    match CBufferUser::check(sslobj)? {
+        Some(c) => {
+            let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+            // SAFETY: `buf` is borrowed mutably for the whole call, so
+            // nothing else touches it.
+            unsafe { c.call_with_view(read, Some(len), ptr, len, true) }?.extract()
+        }
+        None => {
+            let got = crate::py::buffer_bytes(&sslobj.call_method1(read, (buf.len(),))?)?;
+            let Some(dst) = buf.get_mut(..got.len()) else {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "SSLObject.read({}) returned {} bytes",
+                    buf.len(),
+                    got.len()
+                )));
+            };
+            dst.copy_from_slice(&got);
+            Ok(got.len())
+        }
     }
 }
 
@@ -71,7 +122,7 @@ impl TlsProtocol {
     pub(crate) fn feed(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
         let py = slf.py();
         let incoming = slf.borrow().incoming.clone_ref(py);
-        bio_write(py, incoming.bind(py), data)
+        bio_write(incoming.bind(py), data)
     }
 
     /// `get_buffer(n)` for a transport that is not native: a view of a
@@ -178,17 +229,7 @@ impl TlsProtocol {
                     spill.extend_from_slice(&scratch[..off]);
                     off = 0;
                 }
-                let rest = &mut scratch[off..];
-                // SAFETY: the scratch is the thread's own buffer (or a local
-                // one that outlives the call), borrowed mutably here so
-                // nothing else touches it; SSLObject.read writes into the
-                // export and keeps none.
-                let got = unsafe {
-                    lend(py, rest.as_mut_ptr(), rest.len(), true, |view| {
-                        raw.call_method1(pyo3::intern!(py, "read"), (rest.len(), view))?
-                            .extract::<usize>()
-                    })
-                };
+                let got = read_into(raw, &mut scratch[off..]);
                 match got {
                     Ok(0) => {
                         closed = true;
