@@ -437,3 +437,44 @@ def test_adding_to_a_closed_socket_that_is_registered(loop):
         never.close()
         assert outcomes(lambda: loop.remove_reader(never)) == [(ValueError, "Invalid file descriptor: -1")]
         run_once(loop)
+
+
+def test_the_first_object_names_the_registration(loop):
+    """A selector key keeps the object it was registered with: adding the
+    other side by number does not rename it, so the closed socket still
+    finds its registration."""
+    a, b = socket.socketpair()
+    with b:
+        loop.add_reader(a, noop)
+        loop.add_writer(a.fileno(), noop)
+        assert loop.remove_writer(a.fileno()) is True
+        a.close()
+        assert outcomes(lambda: loop.remove_reader(a)) == [True]
+        run_once(loop)
+
+
+def test_a_file_object_let_go_by_the_loop_may_use_the_loop(loop):
+    """The object a registration was named by is released when the
+    registration goes; its finalizer may call the loop (no borrow is
+    held then)."""
+    r, w = os.pipe()
+    seen = []
+
+    class FileObj:
+        def fileno(self):
+            return r
+
+        def __del__(self):
+            try:
+                loop.call_soon(seen.append, "finalized")
+            except BaseException as exc:  # noqa: BLE001 - a PanicException must be seen
+                seen.append(repr(exc))
+
+    try:
+        loop.add_reader(FileObj(), noop)  # the registration holds the only reference
+        assert loop.remove_reader(r) is True
+        run_once(loop)
+        assert seen == ["finalized"]
+    finally:
+        os.close(r)
+        os.close(w)

@@ -99,6 +99,30 @@ impl FdHandlers {
     }
 }
 
+/// What leaves the registrations while the loop is borrowed: waiters
+/// (handles, native sources) and the file objects registrations were named
+/// by. The caller drops it once the borrow has ended, because dropping the
+/// last reference to any of them can run Python code (a finalizer) that
+/// calls back into the loop.
+#[derive(Default)]
+#[must_use = "drop it only once the loop is no longer borrowed"]
+pub(crate) struct Detached {
+    waiters: Vec<Waiter>,
+    fileobjs: Vec<Py<PyAny>>,
+}
+
+impl Detached {
+    fn forget(&mut self, gone: FdHandlers) {
+        self.waiters.extend(gone.reader);
+        self.waiters.extend(gone.writer);
+        self.fileobjs.extend(gone.fileobj);
+    }
+
+    fn push(&mut self, waiter: Option<Waiter>) {
+        self.waiters.extend(waiter);
+    }
+}
+
 /// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
 pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let py = obj.py();
@@ -147,8 +171,9 @@ fn lookup(loop_: &Bound<'_, LoopCore>, fileobj: &Bound<'_, PyAny>) -> PyResult<R
     }
 }
 
-/// Puts `waiter` on `side` of `fd`, returning what it replaced; a
-/// `fileobj` (from `add_reader`/`add_writer`) is remembered for [`lookup`].
+/// Puts `waiter` on `side` of `fd`, returning what it replaced; the
+/// `fileobj` (from `add_reader`/`add_writer`) a registration is made with
+/// is remembered for [`lookup`].
 /// A registration the poller refuses is dropped whole, as selectors'
 /// `modify` (unregister, then register) leaves it; what was dropped goes
 /// into `dropped`, to be released once the loop is no longer borrowed.
@@ -158,7 +183,7 @@ pub(crate) fn set(
     side: Side,
     waiter: Waiter,
     fileobj: Option<&Bound<'_, PyAny>>,
-    dropped: &mut Vec<Waiter>,
+    dropped: &mut Detached,
 ) -> PyResult<Option<Waiter>> {
     let mut this = loop_.borrow_mut();
     let this = &mut *this;
@@ -181,18 +206,19 @@ pub(crate) fn set(
         }
         Ok(()) => {}
     }
-    if let Some(obj) = fileobj {
-        entry_of(this, fd).fileobj = Some(obj.clone().unbind());
+    // A selector key keeps the object it was registered with (`modify`
+    // never renames it), so only a new registration takes `fileobj`.
+    if !known {
+        entry_of(this, fd).fileobj = fileobj.map(|o| o.clone().unbind());
     }
     Ok(entry_of(this, fd).slot(side).replace(waiter))
 }
 
 /// Forgets `fd`'s whole registration, as selectors' failed `modify`
 /// (unregister, then register) leaves it; its waiters go into `dropped`.
-fn forget_whole(this: &mut LoopCore, fd: RawFd, poller: &Poller, dropped: &mut Vec<Waiter>) {
+fn forget_whole(this: &mut LoopCore, fd: RawFd, poller: &Poller, dropped: &mut Detached) {
     if let Some(gone) = this.fds.remove(&fd) {
-        dropped.extend(gone.reader);
-        dropped.extend(gone.writer);
+        dropped.forget(gone);
     }
     poller.remove(fd);
 }
@@ -207,14 +233,23 @@ fn libc_ebadf() -> i32 {
     rustix::io::Errno::BADF.raw_os_error()
 }
 
-/// Takes whatever waits on `side` of `fd`. The caller drops the result
-/// once the loop is no longer borrowed.
-pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> Option<Waiter> {
-    let mut this = loop_.borrow_mut();
-    if this.closed {
-        return None;
-    }
-    take(&mut this, fd, side)
+/// Takes whatever waits on `side` of `fd`: true if something did. What
+/// was detached is dropped after the loop's borrow has ended.
+pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> bool {
+    let mut dropped = Detached::default();
+    let was = {
+        let mut this = loop_.borrow_mut();
+        let taken = if this.closed {
+            None
+        } else {
+            take(&mut this, fd, side, &mut dropped)
+        };
+        let was = taken.is_some();
+        dropped.push(taken);
+        was
+    };
+    drop(dropped);
+    was
 }
 
 pub(super) fn add(
@@ -236,7 +271,7 @@ pub(super) fn add(
         py,
         LoopCore::make_handle(slf, callback, args, context, debug)?,
     )?;
-    let mut dropped = Vec::new();
+    let mut dropped = Detached::default();
     let waiter = Waiter::Handle(handle.clone_ref(py));
     let set = set(slf, fd, side, waiter, Some(fileobj), &mut dropped);
     // Refused by the poller: asyncio's handles are then unregistered, not
@@ -257,7 +292,7 @@ pub(super) fn remove(
         return Ok(false);
     }
     let fd = lookup(slf, fileobj)?;
-    let mut dropped = Vec::new();
+    let mut dropped = Detached::default();
     let taken = {
         let mut this = slf.borrow_mut();
         take_reporting(&mut this, fd, side, &mut dropped)
@@ -293,7 +328,7 @@ fn take_reporting(
     this: &mut LoopCore,
     fd: RawFd,
     side: Side,
-    dropped: &mut Vec<Waiter>,
+    dropped: &mut Detached,
 ) -> std::io::Result<Option<Waiter>> {
     let Some(entry) = this.fds.get_mut(&fd) else {
         return Ok(None);
@@ -303,13 +338,13 @@ fn take_reporting(
         Side::Write => (entry.reader.is_some(), false),
     };
     if !read && !write {
-        return Ok(take(this, fd, side));
+        return Ok(take(this, fd, side, dropped));
     }
     if entry.slot(side).is_none() {
         return Ok(None);
     }
     let Some(poller) = this.poller.clone() else {
-        return Ok(take(this, fd, side));
+        return Ok(take(this, fd, side, dropped));
     };
     match poller.set_interest(fd, read, write, true) {
         Ok(()) => Ok(entry_of(this, fd).slot(side).take()),
@@ -337,14 +372,15 @@ pub(super) fn is_registered(
     matches!(slot, Some(Waiter::Source(s)) if Arc::ptr_eq(s, source))
 }
 
-/// Detaches one side of `fd` and updates the poller's interest.
-fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Waiter> {
+/// Detaches one side of `fd` and updates the poller's interest; a
+/// registration left empty goes, its file object into `dropped`.
+fn take(this: &mut LoopCore, fd: RawFd, side: Side, dropped: &mut Detached) -> Option<Waiter> {
     let entry = this.fds.get_mut(&fd)?;
     let old = entry.slot(side).take();
     let (read, write) = (entry.reader.is_some(), entry.writer.is_some());
     if let Some(poller) = &this.poller {
         if !read && !write {
-            this.fds.remove(&fd);
+            dropped.forget(this.fds.remove(&fd).unwrap_or_default());
             poller.remove(fd);
         } else if let Err(_gone) = poller.set_interest(fd, read, write, true) {
             // The descriptor was closed under us; epoll already forgot it.
@@ -359,7 +395,7 @@ fn take(this: &mut LoopCore, fd: RawFd, side: Side) -> Option<Waiter> {
 pub(super) fn queue_ready(
     this: &mut LoopCore,
     r: &Readiness,
-    dropped: &mut Vec<Waiter>,
+    dropped: &mut Detached,
     py: Python<'_>,
 ) {
     for (wanted, side) in [(r.readable, Side::Read), (r.writable, Side::Write)] {
@@ -377,7 +413,10 @@ pub(super) fn queue_ready(
         };
         match item {
             Some(item) => this.ready.push_back(item),
-            None => dropped.extend(take(this, r.fd, side)),
+            None => {
+                let gone = take(this, r.fd, side, dropped);
+                dropped.push(gone);
+            }
         }
     }
 }

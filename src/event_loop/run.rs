@@ -90,7 +90,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
 
     // 3. Queue the callbacks of ready descriptors and expired timers.
-    let mut dropped_fd_handles = Vec::new();
+    let mut dropped_fd_handles = super::fds::Detached::default();
     let batch = {
         let mut this = slf.borrow_mut();
         let this = &mut *this;

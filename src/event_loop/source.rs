@@ -49,7 +49,7 @@ pub fn watch(
     side: Side,
     source: Arc<dyn IoSource>,
 ) -> PyResult<()> {
-    let mut dropped = Vec::new();
+    let mut dropped = fds::Detached::default();
     let set = fds::set(
         loop_,
         fd,
@@ -64,8 +64,5 @@ pub fn watch(
 
 /// Stops delivering `side` readiness of `fd`; true if it was watched.
 pub fn unwatch(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> bool {
-    let removed = fds::unset(loop_, fd, side);
-    let was = removed.is_some();
-    drop(removed);
-    was
+    fds::unset(loop_, fd, side)
 }
