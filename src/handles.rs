@@ -125,9 +125,7 @@ impl Handle {
 
     /// New references to the callback and its arguments, unless cancelled.
     fn target(&self, py: Python<'_>) -> Option<Target> {
-        self.target.map(py, |t| {
-            t.as_ref().map(|(c, a)| (c.clone_ref(py), a.clone_ref(py)))
-        })
+        self.target.get(py)
     }
 
     fn report(
@@ -252,7 +250,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some((cb, args)) = self.target.in_traverse() {
+        if let Some((cb, args)) = self.target.in_traverse(&visit) {
             visit.call(cb)?;
             visit.call(args)?;
         }

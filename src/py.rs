@@ -151,24 +151,59 @@ fn is_context(obj: &Bound<'_, PyAny>) -> bool {
     unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
 }
 
-/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall, so
-/// the hot constructors (Future, Task) build no argument tuple or dict.
+/// Keyword names for [`vectorcall`]: a tuple of interned `str`, made once
+/// from string literals, so that it holds only `str` by construction (the
+/// vectorcall protocol's requirement).
+pub struct KwNames {
+    names: &'static [&'static str],
+    tuple: PyOnceLock<Py<PyTuple>>,
+}
+
+impl KwNames {
+    pub const fn new(names: &'static [&'static str]) -> Self {
+        Self {
+            names,
+            tuple: PyOnceLock::new(),
+        }
+    }
+
+    fn tuple<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyTuple>> {
+        let t = self.tuple.get_or_try_init(py, || {
+            let items = self
+                .names
+                .iter()
+                .map(|n| pyo3::types::PyString::intern(py, n));
+            PyTuple::new(py, items).map(Bound::unbind)
+        })?;
+        Ok(t.bind(py))
+    }
+}
+
+/// `callable(*positional, **dict(zip(kwnames, keyword_values)))` through
+/// vectorcall, so the hot constructors (Future, Task) build no argument
+/// tuple or dict. `args` is the positional values then one value per name.
 pub fn vectorcall<'py>(
     callable: &Bound<'py, PyAny>,
     args: &[&Bound<'py, PyAny>],
-    kwnames: Option<&Bound<'py, PyTuple>>,
+    kwnames: Option<&KwNames>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = callable.py();
+    let nkw = kwnames.map_or(0, |k| k.names.len());
+    let Some(npos) = args.len().checked_sub(nkw) else {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "vectorcall: fewer values than keyword names",
+        ));
+    };
+    let names = match kwnames {
+        Some(k) => k.tuple(py)?.as_ptr(),
+        None => std::ptr::null_mut(),
+    };
     let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.as_ptr()).collect();
-    let nkw = kwnames.map_or(0, |k| k.len());
-    debug_assert!(nkw <= ptrs.len());
-    let npos = ptrs.len() - nkw;
-    let names = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
     // SAFETY: every pointer in `ptrs` is a live object borrowed for the call;
-    // `npos` positional arguments are followed by one value per keyword name
-    // in `names` (a tuple of str, or NULL), which is the vectorcall protocol;
-    // we hold the GIL. The result is a new reference or NULL with an
-    // exception set.
+    // `npos` positional arguments are followed by exactly one value per
+    // keyword name (checked above) in `names`, a tuple of str (`KwNames`) or
+    // NULL, which is the vectorcall protocol; we hold the GIL. The result is
+    // a new reference or NULL with an exception set.
     unsafe {
         let res = ffi::PyObject_Vectorcall(callable.as_ptr(), ptrs.as_ptr(), npos, names);
         Bound::from_owned_ptr_or_err(py, res)
@@ -198,13 +233,18 @@ impl<T> GilCell<T> {
         Self(std::cell::UnsafeCell::new(value))
     }
 
-    /// Computes from the contents; `f` must not run Python code (cloning
-    /// references is fine: an incref runs none).
-    pub fn map<R>(&self, _py: Python<'_>, f: impl FnOnce(&T) -> R) -> R {
-        // SAFETY: the GIL is held (`_py`), so no other thread is inside any
-        // method of this cell, and `f` runs no Python code that could
-        // re-enter it; the shared borrow ends when `f` returns.
-        f(unsafe { &*self.0.get() })
+    /// A copy of the contents: new references, made by increfs, which run
+    /// no Python code (the [`CloneRef`] bound is what guarantees it).
+    pub fn get(&self, py: Python<'_>) -> T
+    where
+        T: CloneRef,
+    {
+        // SAFETY: the GIL is held (`py`), so no other thread is inside any
+        // method of this cell; `CloneRef::clone_ref` only increfs (its
+        // implementations are below and the trait is sealed), so no Python
+        // code runs that could re-enter the cell while the shared borrow,
+        // which ends with this statement, lasts.
+        unsafe { &*self.0.get() }.clone_ref(py)
     }
 
     /// Swaps the contents; the old value is returned, to be dropped by the
@@ -216,12 +256,46 @@ impl<T> GilCell<T> {
     }
 
     /// The contents during garbage-collection traversal, which CPython runs
-    /// with the GIL held and without running Python code.
-    pub fn in_traverse(&self) -> &T {
+    /// with the GIL held and without running Python code. The `PyVisit`
+    /// exists only inside a `__traverse__`, which is what confines the
+    /// borrow to one.
+    pub fn in_traverse<'a>(&'a self, _visit: &'a pyo3::gc::PyVisit<'_>) -> &'a T {
         // SAFETY: tp_traverse is called by the collector with the GIL held
         // and runs no Python code, so the cell cannot change while the
         // returned borrow (scoped to the traversal) is in use.
         unsafe { &*self.0.get() }
+    }
+}
+
+/// Values whose copy runs no Python code: references (a copy is an
+/// incref) and combinations of them. Sealed: an implementation that ran
+/// Python code would break [`GilCell::get`]'s safety.
+pub trait CloneRef: sealed::Sealed {
+    fn clone_ref(&self, py: Python<'_>) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for pyo3::Py<T> {}
+    impl<T: Sealed> Sealed for Option<T> {}
+    impl<A: Sealed, B: Sealed> Sealed for (A, B) {}
+}
+
+impl<T> CloneRef for Py<T> {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        Py::clone_ref(self, py)
+    }
+}
+
+impl<T: CloneRef> CloneRef for Option<T> {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        self.as_ref().map(|v| v.clone_ref(py))
+    }
+}
+
+impl<A: CloneRef, B: CloneRef> CloneRef for (A, B) {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        (self.0.clone_ref(py), self.1.clone_ref(py))
     }
 }
 

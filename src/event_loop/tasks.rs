@@ -4,29 +4,17 @@
 use super::LoopCore;
 use crate::py;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::PyDict;
 
-static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-
-fn kwnames<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyTuple>>,
-    names: &[&str],
-) -> PyResult<&'py Bound<'py, PyTuple>> {
-    let t = cell.get_or_try_init(py, || {
-        let items: Vec<Bound<'_, PyString>> =
-            names.iter().map(|n| PyString::intern(py, n)).collect();
-        PyTuple::new(py, items).map(Bound::unbind)
-    })?;
-    Ok(t.bind(py))
-}
+static KW_LOOP: py::KwNames = py::KwNames::new(&["loop"]);
+static KW_LOOP_NAME: py::KwNames = py::KwNames::new(&["loop", "name"]);
+static KW_LOOP_CONTEXT: py::KwNames = py::KwNames::new(&["loop", "context"]);
+static KW_LOOP_NAME_CONTEXT: py::KwNames = py::KwNames::new(&["loop", "name", "context"]);
 
 pub(super) fn create_future(slf: &Bound<'_, LoopCore>) -> PyResult<Py<PyAny>> {
     let py = slf.py();
     let a = py::asyncio(py)?;
-    let names = kwnames(py, &KW_LOOP, &["loop"])?;
-    Ok(py::vectorcall(&a.future(py)?, &[slf.as_any()], Some(names))?.unbind())
+    Ok(py::vectorcall(&a.future(py)?, &[slf.as_any()], Some(&KW_LOOP))?.unbind())
 }
 
 pub(super) fn create_task(
@@ -68,30 +56,14 @@ pub(super) fn create_task(
     let name = name.filter(|n| !n.is_none());
     let context = context.filter(|c| !c.is_none());
     let task = a.task(py)?;
-    static KW_L: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-    static KW_LN: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-    static KW_LC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-    static KW_LNC: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     let task = match (name, context) {
-        (None, None) => py::vectorcall(
-            &task,
-            &[coro, slf.as_any()],
-            Some(kwnames(py, &KW_L, &["loop"])?),
-        ),
-        (Some(n), None) => py::vectorcall(
-            &task,
-            &[coro, slf.as_any(), &n],
-            Some(kwnames(py, &KW_LN, &["loop", "name"])?),
-        ),
-        (None, Some(c)) => py::vectorcall(
-            &task,
-            &[coro, slf.as_any(), &c],
-            Some(kwnames(py, &KW_LC, &["loop", "context"])?),
-        ),
+        (None, None) => py::vectorcall(&task, &[coro, slf.as_any()], Some(&KW_LOOP)),
+        (Some(n), None) => py::vectorcall(&task, &[coro, slf.as_any(), &n], Some(&KW_LOOP_NAME)),
+        (None, Some(c)) => py::vectorcall(&task, &[coro, slf.as_any(), &c], Some(&KW_LOOP_CONTEXT)),
         (Some(n), Some(c)) => py::vectorcall(
             &task,
             &[coro, slf.as_any(), &n, &c],
-            Some(kwnames(py, &KW_LNC, &["loop", "name", "context"])?),
+            Some(&KW_LOOP_NAME_CONTEXT),
         ),
     }?;
     if debug {
