@@ -7,13 +7,13 @@
 //! ready queue, at the next purge for timers); the `repr` hides it as
 //! asyncio's does.
 
+use crate::errors::{stops_loop, HandlerContext};
 use crate::event_loop::LoopCore;
 use crate::py::{self, GilCell};
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyString, PyTuple};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -136,7 +136,7 @@ impl Handle {
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         let py = slf.py();
-        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        if stops_loop(py, &err) {
             return Err(err);
         }
         let loop_ = self.loop_.bind(py);
@@ -144,15 +144,13 @@ impl Handle {
             .call_method0(pyo3::intern!(py, "get_debug"))?
             .is_truthy()?;
         let cb = py::format_callback_source(py, callback, args, debug)?;
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", format!("Exception in callback {cb}"))?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("handle", slf)?;
+        let mut ctx = HandlerContext::new(py, &format!("Exception in callback {cb}"))?
+            .exception(err)?
+            .with("handle", slf)?;
         if let Some(tb) = self.non_empty_traceback(py) {
-            ctx.set_item("source_traceback", tb)?;
+            ctx = ctx.with("source_traceback", tb)?;
         }
-        loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        ctx.send(loop_)
     }
 
     fn non_empty_traceback<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {

@@ -83,7 +83,10 @@ impl Poller {
     pub fn set_interest(&self, fd: RawFd, read: bool, write: bool, known: bool) -> io::Result<()> {
         let data = EventData::new_u64(fd as u64);
         let flags = Self::flags(read, write);
-        let src = borrow_raw(fd);
+        // SAFETY: a number add_reader/add_writer or a transport handed in,
+        // used for this one epoll_ctl, which only registers it (the kernel
+        // answers EBADF for one that is not open), as selectors do.
+        let src = unsafe { borrow_raw(fd) };
         if known {
             match epoll::modify(&self.epoll, src, data, flags) {
                 // NOTE: a descriptor closed and reopened under the same number
@@ -100,7 +103,8 @@ impl Poller {
     /// Forgets `fd`. Errors are ignored, as selectors' EpollSelector does:
     /// a closed descriptor has already left the epoll set.
     pub fn remove(&self, fd: RawFd) {
-        let _ignored = epoll::delete(&self.epoll, borrow_raw(fd));
+        // SAFETY: as in `set_interest`: one epoll_ctl on the number.
+        let _ignored = epoll::delete(&self.epoll, unsafe { borrow_raw(fd) });
     }
 
     /// Waits up to `timeout_ms` (None: forever) and appends what became ready.

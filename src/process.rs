@@ -17,7 +17,7 @@ use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, WaitOptions, WaitStatus};
+use rustix::process::{Pid, WaitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -63,11 +63,7 @@ impl Drop for ChildSource {
             .name(format!("ferroloop-reap-{}", pid.as_raw_nonzero()))
             // Retried on EINTR; reaped, or ECHILD (someone else, such as
             // Popen.poll, did it) ends the wait.
-            .spawn(move || {
-                while let Err(Errno::INTR) =
-                    rustix::process::waitpid(Some(pid), WaitOptions::empty())
-                {}
-            });
+            .spawn(move || crate::sys::reap_blocking(pid));
         // Without a thread, the child's Popen reaps it when polled or
         // collected; nothing else can be done here.
         drop(spawned);
@@ -97,8 +93,8 @@ impl IoSource for ChildSource {
 impl ChildSource {
     /// The pidfd is readable: reap the child and schedule the callback.
     fn exited(&self, py: Python<'_>) -> PyResult<()> {
-        let code = match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
-            Ok(Some((_, status))) => returncode(status),
+        let code = match crate::sys::try_reap(self.pid) {
+            Ok(Some(status)) => returncode(status),
             // Readable but not yet reapable cannot happen for a pidfd;
             // keep waiting rather than guess.
             Ok(None) | Err(Errno::INTR) => return Ok(()),
@@ -137,8 +133,7 @@ pub fn watch_child(
             "invalid pid {pid}"
         )));
     };
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())
-        .map_err(|e| crate::errors::os_error(e.into()))?;
+    let pidfd = crate::sys::pidfd_open(pid).map_err(crate::errors::sys_error)?;
     let fd = pidfd.as_raw_fd();
     let py = loop_.py();
     let context = match py.version_info() >= (3, 12) {

@@ -2,7 +2,7 @@
 
 use super::{LoopCore, Ready, MAX_TIMEOUT};
 use crate::clock;
-use crate::errors;
+use crate::errors::{self, stops_loop, HandlerContext};
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::{Readiness, WaitError};
 use crate::py;
@@ -199,13 +199,13 @@ fn report_source_error(
     e: PyErr,
 ) -> PyResult<()> {
     let py = slf.py();
-    let ctx = pyo3::types::PyDict::new(py);
     let loop_ = s.loop_object(py);
     let mut shown = s.describe(side);
+    let mut handle = None;
     if let Some((callback, args)) = s.handle_callback(py, side) {
         let debug = slf.borrow().debug;
         shown = crate::py::format_callback_source(py, &callback, &args, debug)?.to_string();
-        let handle = crate::handles::Handle::new(
+        let h = crate::handles::Handle::new(
             py,
             callback.unbind(),
             args.unbind(),
@@ -213,17 +213,14 @@ fn report_source_error(
             loop_.clone().unbind(),
             false,
         )?;
-        ctx.set_item("handle", Py::new(py, handle)?)?;
+        handle = Some(Py::new(py, h)?);
     }
-    ctx.set_item("message", format!("Exception in callback {shown}"))?;
-    ctx.set_item("exception", e.into_value(py))?;
-    loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
-    Ok(())
-}
-
-fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+    let mut ctx =
+        HandlerContext::new(py, &format!("Exception in callback {shown}"))?.exception(e)?;
+    if let Some(h) = handle {
+        ctx = ctx.with("handle", h)?;
+    }
+    ctx.send(&loop_)
 }
 
 /// Debug mode: record the current handle and warn about slow callbacks.

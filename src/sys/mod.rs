@@ -1,18 +1,143 @@
-//! The operating-system layer: the only place raw file descriptors are
-//! turned into Rust's I/O-safe types.
+//! The operating-system layer: the only place descriptor numbers become
+//! Rust's I/O-safe types, and the system calls the transports make, typed:
+//! each takes a [`HeldFd`] and reports a [`SysError`].
 
-use std::os::fd::{BorrowedFd, RawFd};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags, Shutdown, SocketAddrAny, SocketFlags};
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
-/// Borrows a descriptor that Python code handed us as an integer.
+/// Borrows a descriptor that Python code handed us as an integer, for one
+/// system call.
 ///
-/// asyncio's API takes raw descriptors whose lifetime the caller manages, so
-/// the borrow is only ever used for the duration of one syscall, which
-/// validates the number itself (EBADF for a closed one).
-pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: the caller only uses the result within a single syscall; the
-    // kernel rejects a descriptor that is not open with EBADF, so a stale
-    // number cannot cause memory unsafety, only an error we report.
+/// # Safety
+/// `fd` must be open, and stay open, until the returned borrow is last
+/// used; the caller uses it for a single system call on a number that the
+/// Python object it came from holds open meanwhile.
+pub unsafe fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller's contract above.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// The descriptor of a socket or pipe that a transport holds open — through
+/// its Python socket or pipe object, or as an `OwnedFd` — until the
+/// transport closes it, after which it makes no call through it. A plain
+/// number to copy around; the promise is made once, by [`HeldFd::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldFd(RawFd);
+
+impl HeldFd {
+    /// # Safety
+    /// `fd` is open, and the caller (a transport) keeps it open for as
+    /// long as it makes system calls through the result: it holds the
+    /// object that owns it and stops calling once it has closed it.
+    pub unsafe fn new(fd: RawFd) -> Self {
+        Self(fd)
+    }
+
+    pub fn raw(self) -> RawFd {
+        self.0
+    }
+
+    fn borrow(self) -> BorrowedFd<'static> {
+        // SAFETY: `new`'s contract: the holder keeps the descriptor open
+        // while it calls through this value.
+        unsafe { BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// How a non-blocking system call failed. asyncio retries later on
+/// BlockingIOError and InterruptedError alike (`except (BlockingIOError,
+/// InterruptedError)`); anything else is an error to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysError {
+    /// EAGAIN/EWOULDBLOCK or EINTR: nothing done, try again when ready.
+    Again,
+    Os(Errno),
+}
+
+impl From<Errno> for SysError {
+    fn from(e: Errno) -> Self {
+        match e {
+            Errno::AGAIN | Errno::INTR => SysError::Again,
+            e => SysError::Os(e),
+        }
+    }
+}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+pub fn recv(fd: HeldFd, buf: &mut [u8]) -> SysResult<usize> {
+    Ok(rustix::net::recv(fd.borrow(), buf, RecvFlags::empty())?.0)
+}
+
+/// A datagram and who sent it.
+pub fn recvfrom(fd: HeldFd, buf: &mut [u8]) -> SysResult<(usize, Option<SocketAddrAny>)> {
+    let (n, _, addr) = rustix::net::recvfrom(fd.borrow(), buf, RecvFlags::empty())?;
+    Ok((n, addr))
+}
+
+pub fn send(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
+    Ok(rustix::net::send(fd.borrow(), data, SendFlags::empty())?)
+}
+
+pub fn sendto(fd: HeldFd, data: &[u8], addr: &std::net::SocketAddr) -> SysResult<usize> {
+    Ok(rustix::net::sendto(
+        fd.borrow(),
+        data,
+        SendFlags::empty(),
+        addr,
+    )?)
+}
+
+pub fn read(fd: HeldFd, buf: &mut [u8]) -> SysResult<usize> {
+    Ok(rustix::io::read(fd.borrow(), buf)?)
+}
+
+pub fn write(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
+    Ok(rustix::io::write(fd.borrow(), data)?)
+}
+
+pub fn writev(fd: HeldFd, slices: &[IoSlice<'_>]) -> SysResult<usize> {
+    Ok(rustix::io::writev(fd.borrow(), slices)?)
+}
+
+/// A connection, non-blocking and close-on-exec, and its peer's address.
+pub fn accept(fd: HeldFd) -> SysResult<(OwnedFd, Option<SocketAddrAny>)> {
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    Ok(rustix::net::acceptfrom_with(fd.borrow(), flags)?)
+}
+
+pub fn shutdown_write(fd: HeldFd) -> SysResult<()> {
+    Ok(rustix::net::shutdown(fd.borrow(), Shutdown::Write)?)
+}
+
+pub fn getsockname(fd: HeldFd) -> SysResult<SocketAddrAny> {
+    Ok(rustix::net::getsockname(fd.borrow())?)
+}
+
+pub fn getpeername(fd: HeldFd) -> SysResult<Option<SocketAddrAny>> {
+    Ok(rustix::net::getpeername(fd.borrow())?)
+}
+
+/// `pidfd_open(pid)`: a descriptor that turns readable when the child
+/// exits (ENOSYS before Linux 5.3, ESRCH for no such process).
+pub fn pidfd_open(pid: rustix::process::Pid) -> Result<OwnedFd, Errno> {
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+}
+
+/// `waitpid(pid, WNOHANG)`: the child's status if it has exited and is
+/// now reaped, None while it runs.
+pub fn try_reap(pid: rustix::process::Pid) -> Result<Option<rustix::process::WaitStatus>, Errno> {
+    Ok(rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG)?.map(|(_, s)| s))
+}
+
+/// `waitpid(pid, 0)`, retried on EINTR, until the child is reaped (or
+/// ECHILD says someone else did it).
+pub fn reap_blocking(pid: rustix::process::Pid) {
+    while let Err(Errno::INTR) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+    {}
 }
 
 /// A reusable buffer for `epoll_wait` results.

@@ -17,13 +17,11 @@ use super::{drop_lost_write, registry, report_fatal, set_watching, stops_loop, C
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
-use crate::sys::borrow_raw;
+use crate::sys::{self, HeldFd, SysError};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
-use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,7 +37,7 @@ thread_local! {
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct DatagramTransport {
     loop_: Py<LoopCore>,
-    fd: RawFd,
+    fd: HeldFd,
     sock: Option<Py<PyAny>>,
     /// AF_INET/AF_INET6: Rust does the I/O; otherwise the socket object.
     native: bool,
@@ -112,8 +110,8 @@ impl DatagramTransport {
         };
         let received: PyResult<Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>> = if native {
             crate::sys::ReadScratch::with(&SCRATCH, MAX_DATAGRAM, |s| {
-                match rustix::net::recvfrom(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
-                    Ok((n, _, addr)) => {
+                match sys::recvfrom(fd, &mut s[..]) {
+                    Ok((n, addr)) => {
                         let data = PyBytes::new(py, &s[..n]).into_any();
                         let addr = match addr.and_then(|a| SocketAddr::try_from(a).ok()) {
                             Some(a) => inet_to_py(py, a)?.into_any(),
@@ -121,8 +119,8 @@ impl DatagramTransport {
                         };
                         Ok(Some((data, addr)))
                     }
-                    Err(Errno::AGAIN | Errno::INTR) => Ok(None),
-                    Err(e) => Err(errors::os_error(e.into())),
+                    Err(SysError::Again) => Ok(None),
+                    Err(SysError::Os(e)) => Err(errors::sys_error(e)),
                 }
             })
         } else {
@@ -171,20 +169,20 @@ impl DatagramTransport {
             )
         };
         let res = if native && connected {
-            Some(rustix::net::send(borrow_raw(fd), data, SendFlags::empty()))
+            Some(sys::send(fd, data))
         } else if native {
             // Only a destination of the socket's own family: the socket module
             // reports the others (as a gaierror), so they take its path.
             addr.and_then(py_to_inet)
                 .filter(|a| a.is_ipv6() == ipv6)
-                .map(|a| rustix::net::sendto(borrow_raw(fd), data, SendFlags::empty(), &a))
+                .map(|a| sys::sendto(fd, data, &a))
         } else {
             None
         };
         match res {
             Some(Ok(_)) => Ok(true),
-            Some(Err(Errno::AGAIN | Errno::INTR)) => Ok(false),
-            Some(Err(e)) => Err(errors::os_error(e.into())),
+            Some(Err(SysError::Again)) => Ok(false),
+            Some(Err(SysError::Os(e))) => Err(errors::sys_error(e)),
             None => {
                 let Some(sock) = sock else { return Ok(true) };
                 let bytes = PyBytes::new(py, data);
@@ -342,7 +340,7 @@ impl DatagramTransport {
             let mut t = slf.borrow_mut();
             (t.sock.take(), t.loop_.clone_ref(py), t.fd)
         };
-        registry::forget(loop_.bind(py), fd, slf.as_any());
+        registry::forget(loop_.bind(py), fd.raw(), slf.as_any());
         if let Some(s) = &sock {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
         }
@@ -368,7 +366,10 @@ impl DatagramTransport {
     ) -> PyResult<Self> {
         Ok(Self {
             loop_: loop_.clone().unbind(),
-            fd: crate::event_loop::fds::fileobj_to_fd(sock)?,
+            // SAFETY: the transport holds `sock`, whose descriptor this
+            // is, until `close_socket` closes it, and calls through it only
+            // while the connection is not lost.
+            fd: unsafe { HeldFd::new(crate::event_loop::fds::fileobj_to_fd(sock)?) },
             sock: Some(sock.clone().unbind()),
             native,
             ipv6,
@@ -569,7 +570,7 @@ impl DatagramTransport {
 
     #[getter]
     fn _sock_fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
 
     #[getter(_protocol_paused)]

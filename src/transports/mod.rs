@@ -20,7 +20,7 @@ macro_rules! impl_core {
             }
 
             fn fd(&self) -> std::os::fd::RawFd {
-                self$(.$part)?.fd
+                self$(.$part)?.fd.raw()
             }
 
             fn face_ref(&self) -> Option<&Py<PyAny>> {
@@ -64,11 +64,11 @@ pub mod stream;
 pub mod tls;
 pub mod write_buffer;
 
+use crate::errors::HandlerContext;
 use crate::event_loop::fds::Side;
 use crate::event_loop::source::{self, IoSource};
 use crate::event_loop::LoopCore;
 use crate::py;
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::False;
@@ -212,10 +212,7 @@ pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResu
     Ok(())
 }
 
-/// Errors that must stop the loop rather than go to the exception handler.
-pub fn stops_loop(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
-}
+pub use crate::errors::stops_loop;
 
 /// Reports an error with no caller to the loop's exception handler, with
 /// asyncio's context keys.
@@ -226,18 +223,14 @@ pub fn report(
     transport: Option<&Py<PyAny>>,
     protocol: Option<&Py<PyAny>>,
 ) -> PyResult<()> {
-    let py = loop_.py();
-    let ctx = PyDict::new(py);
-    ctx.set_item("message", message)?;
-    ctx.set_item("exception", exc)?;
+    let mut ctx = HandlerContext::new(loop_.py(), message)?.with("exception", exc)?;
     if let Some(t) = transport {
-        ctx.set_item("transport", t)?;
+        ctx = ctx.with("transport", t)?;
     }
     if let Some(p) = protocol {
-        ctx.set_item("protocol", p)?;
+        ctx = ctx.with("protocol", p)?;
     }
-    loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
-    Ok(())
+    ctx.send(loop_)
 }
 
 /// `logger.debug(*args)` on asyncio's logger (debug mode only).

@@ -17,12 +17,11 @@ use super::{
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
-use crate::sys::borrow_raw;
+use crate::sys::{self, HeldFd, SysError};
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
-use rustix::io::Errno;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
@@ -37,7 +36,7 @@ thread_local! {
 /// protocol and a weak reference to the Python transport.
 struct Common {
     loop_: Py<LoopCore>,
-    fd: RawFd,
+    fd: HeldFd,
     pipe: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     wrapper: Option<Py<PyAny>>,
@@ -56,7 +55,10 @@ impl Common {
     ) -> PyResult<Self> {
         Ok(Self {
             loop_: loop_.clone().unbind(),
-            fd: crate::event_loop::fds::fileobj_to_fd(pipe)?,
+            // SAFETY: the transport holds `pipe`, whose descriptor this
+            // is, until it closes it, and calls through it only while the
+            // pipe is not lost.
+            fd: unsafe { HeldFd::new(crate::event_loop::fds::fileobj_to_fd(pipe)?) },
             pipe: Some(pipe.clone().unbind()),
             protocol: Some(protocol.clone().unbind()),
             wrapper: Some(PyWeakrefReference::new(wrapper)?.into_any().unbind()),
@@ -141,13 +143,13 @@ impl ReadPipeTransport {
         let py = slf.py();
         let fd = slf.borrow().c.fd;
         let got = crate::sys::ReadScratch::with(&SCRATCH, MAX_READ, |s| {
-            rustix::io::read(borrow_raw(fd), &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
+            sys::read(fd, &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
         });
         match got {
-            Err(Errno::AGAIN | Errno::INTR) => Ok(()),
-            Err(e) => Self::fatal(
+            Err(SysError::Again) => Ok(()),
+            Err(SysError::Os(e)) => Self::fatal(
                 slf,
-                errors::os_error(e.into()),
+                errors::sys_error(e),
                 "Fatal read error on pipe transport",
             ),
             Ok(data) if !data.as_bytes().is_empty() => {
@@ -307,7 +309,7 @@ impl ReadPipeTransport {
 
     #[getter]
     fn _fileno(&self) -> RawFd {
-        self.c.fd
+        self.c.fd.raw()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -389,7 +391,7 @@ impl WritePipeTransport {
             }
             let r = {
                 let slices = t.wbuf.slices(py);
-                rustix::io::writev(borrow_raw(t.c.fd), &slices)
+                sys::writev(t.c.fd, &slices)
             };
             if let Ok(n) = r {
                 t.wbuf.consume(py, n, &mut done);
@@ -398,8 +400,8 @@ impl WritePipeTransport {
         };
         drop(done);
         match res {
-            Err(Errno::AGAIN | Errno::INTR) => Ok(()),
-            Err(e) => {
+            Err(SysError::Again) => Ok(()),
+            Err(SysError::Os(e)) => {
                 let dropped = {
                     let mut t = slf.borrow_mut();
                     t.conn_lost += 1;
@@ -409,7 +411,7 @@ impl WritePipeTransport {
                 set_watching(slf, Side::Write, false)?;
                 Self::fatal(
                     slf,
-                    errors::os_error(e.into()),
+                    errors::sys_error(e),
                     "Fatal write error on pipe transport",
                 )
             }
@@ -511,15 +513,15 @@ impl WritePipeTransport {
         };
         let mut sent = 0;
         if !queued {
-            match rustix::io::write(borrow_raw(fd), bytes) {
+            match sys::write(fd, bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => sent = n,
-                Err(Errno::AGAIN | Errno::INTR) => {}
-                Err(e) => {
+                Err(SysError::Again) => {}
+                Err(SysError::Os(e)) => {
                     slf.borrow_mut().conn_lost += 1;
                     return Self::fatal(
                         slf,
-                        errors::os_error(e.into()),
+                        errors::sys_error(e),
                         "Fatal write error on pipe transport",
                     );
                 }
@@ -610,7 +612,7 @@ impl WritePipeTransport {
 
     #[getter]
     fn _fileno(&self) -> RawFd {
-        self.c.fd
+        self.c.fd.raw()
     }
 
     #[getter]

@@ -22,17 +22,18 @@
 
 use super::addr::Addr;
 use super::stream::{stream_socket, StreamTransport};
-use super::{log_debug, registry, stops_loop, Core};
+use super::{log_debug, registry, Core};
+use crate::errors::{stops_loop, HandlerContext};
 use crate::event_loop::fds::Side;
 use crate::event_loop::source::{self, IoSource};
 use crate::event_loop::LoopCore;
-use crate::sys::borrow_raw;
+use crate::sys::{self, HeldFd, SysError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use rustix::net::AddressFamily;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
 /// asyncio's `constants.ACCEPT_RETRY_DELAY`, in seconds.
@@ -44,7 +45,7 @@ const ACCEPT_RETRY_DELAY: f64 = 1.0;
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct Listener {
     loop_: Py<LoopCore>,
-    fd: RawFd,
+    fd: HeldFd,
     /// The listening socket object, for error reports and the retry.
     sock: Py<PyAny>,
     family: i32,
@@ -83,8 +84,7 @@ impl Listener {
         let this = slf.get();
         let loop_ = this.loop_.bind(py);
         for _ in 0..this.attempts {
-            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-            match rustix::net::acceptfrom_with(borrow_raw(this.fd), flags) {
+            match sys::accept(this.fd) {
                 Ok((conn, addr)) => {
                     let peer = match this.inet {
                         true => Addr::from_kernel(addr),
@@ -114,14 +114,16 @@ impl Listener {
                 }
                 // NOTE: 3.14's loop goes on past a connection aborted before it
                 // was accepted; earlier versions stop there.
-                Err(Errno::CONNABORTED) if this.skip_aborted => continue,
-                Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => return Ok(()),
+                Err(SysError::Os(Errno::CONNABORTED)) if this.skip_aborted => continue,
+                Err(SysError::Again | SysError::Os(Errno::CONNABORTED)) => return Ok(()),
                 // asyncio goes on trying (and reporting, and scheduling a
                 // restart) for the rest of the backlog; so does this.
-                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                Err(SysError::Os(
+                    e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM),
+                )) => {
                     this.back_off(py, e)?;
                 }
-                Err(e) => return Err(crate::errors::os_error(e.into())),
+                Err(SysError::Os(e)) => return Err(crate::errors::sys_error(e)),
             }
         }
         Ok(())
@@ -131,17 +133,15 @@ impl Listener {
     /// again in a while (Linux keeps reporting the socket readable).
     fn back_off(&self, py: Python<'_>, err: Errno) -> PyResult<()> {
         let loop_ = self.loop_.bind(py);
-        let exc = crate::errors::os_error(err.into()).into_value(py);
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", "socket.accept() out of system resource")?;
-        ctx.set_item("exception", exc)?;
         let tsock = py
             .import(pyo3::intern!(py, "asyncio.trsock"))?
             .getattr(pyo3::intern!(py, "TransportSocket"))?
             .call1((&self.sock,))?;
-        ctx.set_item("socket", tsock)?;
-        loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
-        source::unwatch(loop_, self.fd, Side::Read);
+        HandlerContext::new(py, "socket.accept() out of system resource")?
+            .exception(crate::errors::os_error(err.into()))?
+            .with("socket", tsock)?
+            .send(loop_.as_any())?;
+        source::unwatch(loop_, self.fd.raw(), Side::Read);
         let mut args = vec![
             ACCEPT_RETRY_DELAY.into_pyobject(py)?.into_any(),
             loop_.getattr(pyo3::intern!(py, "_start_serving"))?,
@@ -299,16 +299,13 @@ impl Listener {
         }
         let loop_ = self.loop_.bind(py);
         if loop_.borrow().debug_enabled() {
-            let ctx = PyDict::new(py);
-            ctx.set_item(
-                "message",
-                "Error on transport creation for incoming connection",
-            )?;
-            ctx.set_item("exception", err.into_value(py))?;
+            let mut ctx =
+                HandlerContext::new(py, "Error on transport creation for incoming connection")?
+                    .exception(err)?;
             if let Some(p) = protocol {
-                ctx.set_item("protocol", p)?;
+                ctx = ctx.with("protocol", p)?;
             }
-            loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+            ctx.send(loop_.as_any())?;
         }
         Ok(())
     }
@@ -433,7 +430,9 @@ pub fn serve(
     context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let py = sock.py();
-    let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
+    // SAFETY: the listener holds `sock`, whose descriptor this is; the
+    // server stops watching it (so no accept is made) before closing it.
+    let fd = unsafe { HeldFd::new(crate::event_loop::fds::fileobj_to_fd(sock)?) };
     let family: i32 = sock.getattr(pyo3::intern!(py, "family"))?.extract()?;
     let proto: i32 = sock.getattr(pyo3::intern!(py, "proto"))?.extract()?;
     let since_314 = py.version_info() >= (3, 14);
@@ -465,5 +464,10 @@ pub fn serve(
         make_face: make_face.clone().unbind(),
     };
     let listener = Py::new(py, listener)?;
-    source::watch(loop_, fd, Side::Read, Arc::new(ListenSource(listener)))
+    source::watch(
+        loop_,
+        fd.raw(),
+        Side::Read,
+        Arc::new(ListenSource(listener)),
+    )
 }

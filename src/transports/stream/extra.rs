@@ -4,7 +4,7 @@
 //! them.
 
 use super::StreamTransport;
-use crate::sys::borrow_raw;
+use crate::sys::{self, HeldFd};
 use crate::transports::addr::Addr;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -33,7 +33,7 @@ pub(crate) fn stream_socket<'py>(
 /// None (`Unknown`) where the call fails, as asyncio stores.
 pub(super) fn socket_addresses(
     sock: &Bound<'_, PyAny>,
-    fd: RawFd,
+    fd: HeldFd,
     family: i32,
     want_peer: bool,
 ) -> PyResult<(Addr, Addr)> {
@@ -41,10 +41,9 @@ pub(super) fn socket_addresses(
     if family == i32::from(AddressFamily::INET.as_raw())
         || family == i32::from(AddressFamily::INET6.as_raw())
     {
-        let fd = borrow_raw(fd);
-        let local = Addr::from_kernel(rustix::net::getsockname(fd).ok());
+        let local = Addr::from_kernel(sys::getsockname(fd).ok());
         let peer = match want_peer {
-            true => Addr::from_kernel(rustix::net::getpeername(fd).ok().flatten()),
+            true => Addr::from_kernel(sys::getpeername(fd).ok().flatten()),
             false => Addr::Unknown,
         };
         return Ok((local, peer));
@@ -128,15 +127,19 @@ impl StreamTransport {
             }
             (t.family, t.proto, t.fd)
         };
-        let sock = stream_socket(py, family, proto, Some(fd))?;
+        let sock = stream_socket(py, family, proto, Some(fd.raw()))?;
+        {
+            // The socket object owns the descriptor from now on (at once:
+            // were the OwnedFd kept past an error below, two owners would
+            // close it).
+            let mut t = slf.borrow_mut();
+            if let Some(fd) = t.owned.take() {
+                let _ = fd.into_raw_fd();
+            }
+            t.sock = Some(sock.clone().unbind());
+        }
         // What asyncio's accept path does to the connection's socket.
         sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
-        let mut t = slf.borrow_mut();
-        if let Some(fd) = t.owned.take() {
-            // The socket object owns the descriptor from now on.
-            let _ = fd.into_raw_fd();
-        }
-        t.sock = Some(sock.clone().unbind());
         Ok(Some(sock))
     }
 

@@ -28,18 +28,17 @@ use super::{face_or_core, log_debug, registry, report_fatal, set_watching, Core,
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
-use crate::sys::borrow_raw;
+use crate::sys::{self, HeldFd};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
-use rustix::net::Shutdown;
 use std::os::fd::{OwnedFd, RawFd};
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct StreamTransport {
     loop_: Py<LoopCore>,
-    fd: RawFd,
+    fd: HeldFd,
     /// The Python socket object, once there is one (see `sock_object`).
     sock: Option<Py<PyAny>>,
     /// The descriptor while no Python socket object owns it: an accepted
@@ -271,7 +270,10 @@ impl StreamTransport {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let py = sock.py();
-        let fd = crate::event_loop::fds::fileobj_to_fd(sock)?;
+        // SAFETY: the transport holds `sock`, whose descriptor this is,
+        // until `close_socket` closes it, and calls through it only while
+        // the connection is not lost.
+        let fd = unsafe { HeldFd::new(crate::event_loop::fds::fileobj_to_fd(sock)?) };
         let family: i32 = sock.getattr(pyo3::intern!(py, "family"))?.extract()?;
         let proto: i32 = sock.getattr(pyo3::intern!(py, "proto"))?.extract()?;
         let extra = match extra {
@@ -376,8 +378,10 @@ impl StreamTransport {
             }
             t.fd
         };
-        rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
-            .map_err(|e| errors::os_error(e.into()))
+        match sys::shutdown_write(fd) {
+            Ok(()) | Err(sys::SysError::Again) => Ok(()),
+            Err(sys::SysError::Os(e)) => Err(errors::sys_error(e)),
+        }
     }
 
     fn can_write_eof(&self) -> bool {
@@ -555,7 +559,7 @@ impl StreamTransport {
 
     #[getter]
     fn _sock_fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
 
     #[getter]
@@ -593,7 +597,7 @@ impl StreamTransport {
     #[allow(clippy::too_many_arguments)]
     fn base(
         loop_: &Bound<'_, LoopCore>,
-        fd: RawFd,
+        fd: HeldFd,
         family: i32,
         proto: i32,
         local: Addr,
@@ -646,11 +650,14 @@ impl StreamTransport {
         server_takes_transport: bool,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let local = Addr::from_kernel(rustix::net::getsockname(&fd).ok());
+        // SAFETY: the transport owns `fd` (`owned` below, or the socket
+        // object it becomes) until `close_socket`, and calls through it
+        // only while it is not lost.
+        let held = unsafe { HeldFd::new(std::os::fd::AsRawFd::as_raw_fd(&fd)) };
+        let local = Addr::from_kernel(sys::getsockname(held).ok());
         let mut t = Self::base(
             loop_,
-            raw,
+            held,
             family,
             proto,
             local,
@@ -672,7 +679,7 @@ impl StreamTransport {
             let mut t = slf.borrow_mut();
             (t.sock.take(), t.owned.take(), t.loop_.clone_ref(py), t.fd)
         };
-        registry::forget(loop_.bind(py), fd, slf.as_any());
+        registry::forget(loop_.bind(py), fd.raw(), slf.as_any());
         drop(owned);
         if let Some(s) = &sock {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;

@@ -6,13 +6,12 @@ use super::super::{face_or_core, log_debug, set_watching, Core};
 use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::sys::{borrow_raw, ReadScratch};
+use crate::sys::{self, ReadScratch, SysError};
 use crate::transports::tls::TlsProtocol;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use rustix::io::Errno;
-use rustix::net::RecvFlags;
 use std::cell::RefCell;
 
 /// asyncio's `max_size`: the most one read takes.
@@ -51,18 +50,15 @@ impl StreamTransport {
         let py = slf.py();
         let fd = slf.borrow().fd;
         let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| {
-            match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
-                Ok((n, _)) => Ok(PyBytes::new(py, &s[..n])),
-                Err(e) => Err(e),
-            }
+            sys::recv(fd, &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
         });
         let data = match got {
             Ok(d) => d,
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
+            Err(SysError::Again) => return Ok(()),
+            Err(SysError::Os(e)) => {
                 return Self::fatal(
                     slf,
-                    errors::os_error(e.into()),
+                    errors::sys_error(e),
                     "Fatal read error on socket transport",
                 )
             }
@@ -92,16 +88,14 @@ impl StreamTransport {
             Failed(PyErr),
         }
         let fd = slf.borrow().fd;
-        let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| {
-            match rustix::net::recv(borrow_raw(fd), &mut s[..], RecvFlags::empty()) {
-                Ok((0, _)) => Got::Eof,
-                Ok((n, _)) => match TlsProtocol::feed(tls, &s[..n]) {
-                    Ok(()) => Got::Fed,
-                    Err(e) => Got::Failed(e),
-                },
-                Err(Errno::AGAIN | Errno::INTR) => Got::Again,
-                Err(e) => Got::Os(e),
-            }
+        let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| match sys::recv(fd, &mut s[..]) {
+            Ok(0) => Got::Eof,
+            Ok(n) => match TlsProtocol::feed(tls, &s[..n]) {
+                Ok(()) => Got::Fed,
+                Err(e) => Got::Failed(e),
+            },
+            Err(SysError::Again) => Got::Again,
+            Err(SysError::Os(e)) => Got::Os(e),
         });
         let failed = match got {
             Got::Again => return Ok(()),
@@ -109,7 +103,7 @@ impl StreamTransport {
             Got::Os(e) => {
                 return Self::fatal(
                     slf,
-                    errors::os_error(e.into()),
+                    errors::sys_error(e),
                     "Fatal read error on socket transport",
                 )
             }
@@ -154,15 +148,15 @@ impl StreamTransport {
             Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
         };
         let fd = slf.borrow().fd;
-        let res = rustix::net::recv(borrow_raw(fd), view.as_mut_slice(py), RecvFlags::empty());
+        let res = sys::recv(fd, view.as_mut_slice(py));
         drop(view);
         let n = match res {
-            Ok((n, _)) => n,
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
+            Ok(n) => n,
+            Err(SysError::Again) => return Ok(()),
+            Err(SysError::Os(e)) => {
                 return Self::fatal(
                     slf,
-                    errors::os_error(e.into()),
+                    errors::sys_error(e),
                     "Fatal read error on socket transport",
                 )
             }

@@ -7,11 +7,9 @@ use super::super::{drop_lost_write, set_watching};
 use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::sys::borrow_raw;
+use crate::sys::{self, SysError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
-use rustix::io::Errno;
-use rustix::net::{SendFlags, Shutdown};
 
 impl StreamTransport {
     pub(crate) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -45,14 +43,14 @@ impl StreamTransport {
         };
         let mut sent = 0;
         if !queued {
-            match rustix::net::send(borrow_raw(fd), bytes, SendFlags::empty()) {
+            match sys::send(fd, bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => sent = n,
-                Err(Errno::AGAIN | Errno::INTR) => {}
-                Err(e) => {
+                Err(SysError::Again) => {}
+                Err(SysError::Os(e)) => {
                     return Self::fatal(
                         slf,
-                        errors::os_error(e.into()),
+                        errors::sys_error(e),
                         "Fatal write error on socket transport",
                     )
                 }
@@ -115,7 +113,7 @@ impl StreamTransport {
             }
             let r = {
                 let slices = t.wbuf.slices(py);
-                rustix::io::writev(borrow_raw(t.fd), &slices)
+                sys::writev(t.fd, &slices)
             };
             if let Ok(n) = r {
                 t.wbuf.consume(py, n, &mut done);
@@ -125,12 +123,12 @@ impl StreamTransport {
         drop(done);
         match res {
             Ok(_) => {}
-            Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
-            Err(e) => {
+            Err(SysError::Again) => return Ok(()),
+            Err(SysError::Os(e)) => {
                 set_watching(slf, Side::Write, false)?;
                 let dropped = slf.borrow_mut().wbuf.clear();
                 drop(dropped);
-                let err = errors::os_error(e.into());
+                let err = errors::sys_error(e);
                 let exc = err.value(py).clone().into_any();
                 Self::fatal(slf, err, "Fatal write error on socket transport")?;
                 let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
@@ -161,8 +159,10 @@ impl StreamTransport {
             if closing {
                 Self::call_connection_lost(slf, py.None().into_bound(py))?;
             } else if eof {
-                rustix::net::shutdown(borrow_raw(fd), Shutdown::Write)
-                    .map_err(|e| errors::os_error(e.into()))?;
+                match sys::shutdown_write(fd) {
+                    Ok(()) | Err(SysError::Again) => {}
+                    Err(SysError::Os(e)) => return Err(errors::sys_error(e)),
+                }
             }
         }
         Ok(())
