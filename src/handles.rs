@@ -279,10 +279,6 @@ impl TimerHandle {
         }
     }
 
-    pub fn deadline(&self) -> f64 {
-        self.when
-    }
-
     /// Called when the loop takes the handle out of its heap.
     pub fn unschedule(&self) {
         self.scheduled.store(false, Ordering::Relaxed);

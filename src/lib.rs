@@ -2,6 +2,20 @@
 //!
 //! This file only registers; each asyncio concept lives in its own module.
 #![deny(clippy::undocumented_unsafe_blocks)]
+// No panic may reach Python (it would surface as PanicException): outside
+// the unit tests, no unwrap/expect/panic!, and PyO3's panicking borrows are
+// disallowed in clippy.toml in favour of try_borrow()?.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::unreachable
+    )
+)]
 
 mod clock;
 mod errors;

@@ -113,7 +113,7 @@ impl ChildSource {
         };
         self.reaped.store(true, Ordering::Relaxed);
         let loop_ = self.loop_.bind(py);
-        source::unwatch(loop_, self.pidfd.as_raw_fd(), Side::Read);
+        source::unwatch(loop_, self.pidfd.as_raw_fd(), Side::Read)?;
         loop_.call_method1(pyo3::intern!(py, "call_soon"), (&self.callback, code))?;
         Ok(())
     }

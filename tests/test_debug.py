@@ -247,3 +247,42 @@ def test_no_slow_callback_warning_outside_debug_mode(loop, caplog):
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         run_once(loop)
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("kind", ["stream", "datagram", "read pipe"])
+def test_pausing_and_resuming_reading_is_logged_in_debug_mode(loop, caplog, kind):
+    """asyncio's `_SelectorTransport` and read pipe transport log both in
+    debug mode; only a change is logged."""
+    import os
+
+    loop.set_debug(True)
+    closers = []
+
+    async def make():
+        if kind == "stream":
+            a, b = socket.socketpair()
+            closers.append(b.close)
+            t, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        elif kind == "datagram":
+            t, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        else:
+            r, w = os.pipe()
+            closers.append(lambda: os.close(w))
+            t, _ = await loop.connect_read_pipe(asyncio.Protocol, os.fdopen(r, "rb", 0))
+        return t
+
+    t = loop.run_until_complete(make())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            t.pause_reading()
+            t.pause_reading()
+            t.resume_reading()
+            t.resume_reading()
+        said = [r.getMessage() for r in caplog.records if "reading" in r.getMessage()]
+        assert [m.rsplit(" ", 2)[-2:] for m in said] == [["pauses", "reading"], ["resumes", "reading"]]
+        assert all(m.startswith("<") for m in said), said
+    finally:
+        t.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        for c in closers:
+            c()

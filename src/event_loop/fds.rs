@@ -160,7 +160,7 @@ fn lookup(loop_: &Bound<'_, LoopCore>, fileobj: &Bound<'_, PyAny>) -> PyResult<R
     let py = fileobj.py();
     match fileobj_to_fd(fileobj) {
         Err(e) if e.is_instance_of::<PyValueError>(py) => {
-            let this = loop_.borrow();
+            let this = loop_.try_borrow()?;
             let found = this
                 .fds
                 .iter()
@@ -185,7 +185,7 @@ pub(crate) fn set(
     fileobj: Option<&Bound<'_, PyAny>>,
     dropped: &mut Detached,
 ) -> PyResult<Option<Waiter>> {
-    let mut this = loop_.borrow_mut();
+    let mut this = loop_.try_borrow_mut()?;
     let this = &mut *this;
     this.check_closed()?;
     let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
@@ -235,10 +235,10 @@ fn libc_ebadf() -> i32 {
 
 /// Takes whatever waits on `side` of `fd`: true if something did. What
 /// was detached is dropped after the loop's borrow has ended.
-pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> bool {
+pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> PyResult<bool> {
     let mut dropped = Detached::default();
     let was = {
-        let mut this = loop_.borrow_mut();
+        let mut this = loop_.try_borrow_mut()?;
         let taken = if this.closed {
             None
         } else {
@@ -249,7 +249,7 @@ pub(crate) fn unset(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> bool 
         was
     };
     drop(dropped);
-    was
+    Ok(was)
 }
 
 pub(super) fn add(
@@ -262,7 +262,7 @@ pub(super) fn add(
 ) -> PyResult<Py<Handle>> {
     let py = slf.py();
     let debug = {
-        let this = slf.borrow();
+        let this = slf.try_borrow()?;
         this.check_closed()?;
         this.debug
     };
@@ -288,13 +288,13 @@ pub(super) fn remove(
     side: Side,
 ) -> PyResult<bool> {
     let py = slf.py();
-    if slf.borrow().closed {
+    if slf.try_borrow()?.closed {
         return Ok(false);
     }
     let fd = lookup(slf, fileobj)?;
     let mut dropped = Detached::default();
     let taken = {
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         take_reporting(&mut this, fd, side, &mut dropped)
     };
     drop(dropped);

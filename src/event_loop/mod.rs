@@ -131,7 +131,7 @@ impl LoopCore {
         let py = slf.py();
         let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
         let queued = handle.clone_ref(py);
-        slf.borrow_mut().ready.push_back(Ready::Native(queued));
+        slf.try_borrow_mut()?.ready.push_back(Ready::Native(queued));
         Ok(handle)
     }
 
@@ -144,7 +144,7 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         let (debug, counter) = {
-            let this = slf.borrow();
+            let this = slf.try_borrow()?;
             this.check_closed()?;
             (this.debug, this.cancelled_timers.clone())
         };
@@ -154,7 +154,7 @@ impl LoopCore {
         let base = Self::make_handle(slf, callback, args, context, debug)?;
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, counter));
         let timer = Py::new(py, init)?;
-        slf.borrow_mut().timers.push(when, timer.clone_ref(py));
+        slf.try_borrow_mut()?.timers.push(when, timer.clone_ref(py));
         Ok(timer)
     }
 }
@@ -202,7 +202,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let debug = {
-            let this = slf.borrow();
+            let this = slf.try_borrow()?;
             this.check_closed()?;
             this.debug
         };
@@ -220,7 +220,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let debug = {
-            let this = slf.borrow();
+            let this = slf.try_borrow()?;
             this.check_closed()?;
             this.debug
         };
@@ -238,14 +238,14 @@ impl LoopCore {
                 if debug {
                     crate::py::drop_own_frame(&h)?;
                 }
-                slf.borrow_mut()
+                slf.try_borrow_mut()?
                     .ready
                     .push_back(Ready::Foreign(h.clone().unbind()));
                 h.unbind()
             }
             None => Self::push_soon(slf, callback, args, context, debug)?.into_any(),
         };
-        if let Some(p) = &slf.borrow().poller {
+        if let Some(p) = &slf.try_borrow()?.poller {
             p.wake();
         }
         Ok(handle)
@@ -294,7 +294,7 @@ impl LoopCore {
                 Ready::Foreign(handle.clone().unbind())
             }
         };
-        slf.borrow_mut().ready.push_back(item);
+        slf.try_borrow_mut()?.ready.push_back(item);
         Ok(())
     }
 
@@ -317,7 +317,7 @@ impl LoopCore {
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         loop {
             run::run_once(slf)?;
-            if slf.borrow().stopping {
+            if slf.try_borrow()?.stopping {
                 return Ok(());
             }
         }
@@ -341,9 +341,9 @@ impl LoopCore {
 
     /// Marks the loop closed and drops everything it holds; the Python
     /// `close()` does asyncio's checks and the executor around it.
-    fn _close_core(slf: &Bound<'_, Self>) {
+    fn _close_core(slf: &Bound<'_, Self>) -> PyResult<()> {
         let (ready, timers, fds, poller) = {
-            let mut this = slf.borrow_mut();
+            let mut this = slf.try_borrow_mut()?;
             this.closed = true;
             (
                 std::mem::take(&mut this.ready),
@@ -356,6 +356,7 @@ impl LoopCore {
             t.get().unschedule();
         }
         drop((ready, timers, fds, poller));
+        Ok(())
     }
 
     // --- state asyncio keeps as attributes ----------------------------------
@@ -374,7 +375,7 @@ impl LoopCore {
     #[setter(_debug)]
     fn set_debug_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let on = value.is_truthy()?;
-        slf.borrow_mut().debug = on;
+        slf.try_borrow_mut()?.debug = on;
         Ok(())
     }
 
@@ -434,7 +435,7 @@ impl LoopCore {
             ));
         }
         let new = (!factory.is_none()).then(|| factory.clone().unbind());
-        let old = std::mem::replace(&mut slf.borrow_mut().task_factory, new);
+        let old = std::mem::replace(&mut slf.try_borrow_mut()?.task_factory, new);
         drop(old);
         Ok(())
     }

@@ -19,7 +19,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 
     // 1. Drop cancelled timers and work out how long we may sleep.
     let (poller, mut events, timeout_ms) = {
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         let cancelled = this.cancelled_timers.load(Ordering::Relaxed);
         if this.timers.should_purge(cancelled) {
@@ -67,23 +67,23 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     // until the poll returns; Ctrl-C must not sleep that long.
     if timeout_ms != Some(0) {
         if let Err(e) = py.check_signals() {
-            slf.borrow_mut().events = events;
+            slf.try_borrow_mut()?.events = events;
             return Err(e);
         }
     }
     let mut ready_fds: Vec<Readiness> = Vec::new();
-    let nothing_to_poll = timeout_ms == Some(0) && slf.borrow().fds.is_empty();
+    let nothing_to_poll = timeout_ms == Some(0) && slf.try_borrow()?.fds.is_empty();
     if !nothing_to_poll {
         let res = py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms));
         match res {
             Ok(()) => {}
             Err(WaitError::Interrupted) => {
-                slf.borrow_mut().events = events;
+                slf.try_borrow_mut()?.events = events;
                 py.check_signals()?;
-                events = std::mem::take(&mut slf.borrow_mut().events);
+                events = std::mem::take(&mut slf.try_borrow_mut()?.events);
             }
             Err(WaitError::Os(e)) => {
-                slf.borrow_mut().events = events;
+                slf.try_borrow_mut()?.events = events;
                 return Err(errors::os_error(e));
             }
         }
@@ -92,7 +92,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     // 3. Queue the callbacks of ready descriptors and expired timers.
     let mut dropped_fd_handles = super::fds::Detached::default();
     let batch = {
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         this.events = events;
         for r in &ready_fds {
@@ -123,7 +123,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
 fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
-    let debug = slf.borrow().debug;
+    let debug = slf.try_borrow()?.debug;
     while let Some(item) = batch.pop_front() {
         let result = if debug {
             run_timed(slf, &item)
@@ -134,7 +134,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
         if let Err(e) = result {
             // SystemExit/KeyboardInterrupt: leave the rest queued, as asyncio
             // leaves them in `_ready`.
-            let mut this = slf.borrow_mut();
+            let mut this = slf.try_borrow_mut()?;
             while let Some(rest) = batch.pop_back() {
                 this.ready.push_front(rest);
             }
@@ -142,7 +142,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
             return Err(e);
         }
     }
-    let mut this = slf.borrow_mut();
+    let mut this = slf.try_borrow_mut()?;
     // Keep the larger buffer for the next batch, unless a burst left it far
     // larger than what the loop now needs.
     if this.spare.capacity() < batch.capacity() {
@@ -175,17 +175,20 @@ fn run_item(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
         // Unregistered since it was queued (a callback earlier in this
         // batch paused reading, closed the socket, ...): asyncio's handle
         // would have been cancelled by remove_reader/remove_writer.
-        Ready::Source(s, side, fd) if !super::fds::is_registered(&slf.borrow(), *fd, *side, s) => {
-            Ok(())
+        Ready::Source(s, side, fd) => {
+            let registered = super::fds::is_registered(&*slf.try_borrow()?, *fd, *side, s);
+            if !registered {
+                return Ok(());
+            }
+            match s.on_ready(py, *side) {
+                Ok(()) => Ok(()),
+                Err(e) if stops_loop(py, &e) => Err(e),
+                // What escapes a transport (a protocol callback asyncio calls
+                // unguarded, such as datagram_received) goes to the exception
+                // handler, as it would from asyncio's `_read_ready` handle.
+                Err(e) => report_source_error(slf, s.as_ref(), *side, e),
+            }
         }
-        Ready::Source(s, side, _) => match s.on_ready(py, *side) {
-            Ok(()) => Ok(()),
-            Err(e) if stops_loop(py, &e) => Err(e),
-            // What escapes a transport (a protocol callback asyncio calls
-            // unguarded, such as datagram_received) goes to the exception
-            // handler, as it would from asyncio's `_read_ready` handle.
-            Err(e) => report_source_error(slf, s.as_ref(), *side, e),
-        },
     }
 }
 
@@ -203,7 +206,7 @@ fn report_source_error(
     let mut shown = s.describe(side);
     let mut handle = None;
     if let Some((callback, args)) = s.handle_callback(py, side) {
-        let debug = slf.borrow().debug;
+        let debug = slf.try_borrow()?.debug;
         shown = crate::py::format_callback_source(py, &callback, &args, debug)?.to_string();
         let h = crate::handles::Handle::new(
             py,
@@ -238,14 +241,14 @@ fn run_timed(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
         // callbacks' handles; there is no Python handle to name here.
         Ready::Source(..) => return run_item(slf, item),
     };
-    slf.borrow_mut().current_handle = Some(handle.clone_ref(py));
+    slf.try_borrow_mut()?.current_handle = Some(handle.clone_ref(py));
     let t0 = clock::now();
     let result = run_item(slf, item);
     let dt = clock::now() - t0;
-    let previous = slf.borrow_mut().current_handle.take();
+    let previous = slf.try_borrow_mut()?.current_handle.take();
     drop(previous);
     result?;
-    if dt >= slf.borrow().slow_callback_duration {
+    if dt >= slf.try_borrow()?.slow_callback_duration {
         let a = py::asyncio(py)?;
         let name = a.format_handle.bind(py).call1((handle,))?;
         a.logger.bind(py).call_method1(

@@ -63,6 +63,6 @@ pub fn watch(
 }
 
 /// Stops delivering `side` readiness of `fd`; true if it was watched.
-pub fn unwatch(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> bool {
+pub fn unwatch(loop_: &Bound<'_, LoopCore>, fd: RawFd, side: Side) -> PyResult<bool> {
     fds::unset(loop_, fd, side)
 }

@@ -24,7 +24,7 @@ pub(super) fn create_task(
 ) -> PyResult<Py<PyAny>> {
     let py = slf.py();
     let (has_factory, debug) = {
-        let this = slf.borrow();
+        let this = slf.try_borrow()?;
         this.check_closed()?;
         (this.task_factory.is_some(), this.debug)
     };

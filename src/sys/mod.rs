@@ -39,7 +39,7 @@ impl HeldFd {
         self.0
     }
 
-    fn borrow(self) -> BorrowedFd<'static> {
+    fn as_fd(self) -> BorrowedFd<'static> {
         // SAFETY: `new`'s contract: the holder keeps the descriptor open
         // while it calls through this value.
         unsafe { BorrowedFd::borrow_raw(self.0) }
@@ -68,22 +68,22 @@ impl From<Errno> for SysError {
 pub type SysResult<T> = Result<T, SysError>;
 
 pub fn recv(fd: HeldFd, buf: &mut [u8]) -> SysResult<usize> {
-    Ok(rustix::net::recv(fd.borrow(), buf, RecvFlags::empty())?.0)
+    Ok(rustix::net::recv(fd.as_fd(), buf, RecvFlags::empty())?.0)
 }
 
 /// A datagram and who sent it.
 pub fn recvfrom(fd: HeldFd, buf: &mut [u8]) -> SysResult<(usize, Option<SocketAddrAny>)> {
-    let (n, _, addr) = rustix::net::recvfrom(fd.borrow(), buf, RecvFlags::empty())?;
+    let (n, _, addr) = rustix::net::recvfrom(fd.as_fd(), buf, RecvFlags::empty())?;
     Ok((n, addr))
 }
 
 pub fn send(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
-    Ok(rustix::net::send(fd.borrow(), data, SendFlags::empty())?)
+    Ok(rustix::net::send(fd.as_fd(), data, SendFlags::empty())?)
 }
 
 pub fn sendto(fd: HeldFd, data: &[u8], addr: &std::net::SocketAddr) -> SysResult<usize> {
     Ok(rustix::net::sendto(
-        fd.borrow(),
+        fd.as_fd(),
         data,
         SendFlags::empty(),
         addr,
@@ -91,33 +91,33 @@ pub fn sendto(fd: HeldFd, data: &[u8], addr: &std::net::SocketAddr) -> SysResult
 }
 
 pub fn read(fd: HeldFd, buf: &mut [u8]) -> SysResult<usize> {
-    Ok(rustix::io::read(fd.borrow(), buf)?)
+    Ok(rustix::io::read(fd.as_fd(), buf)?)
 }
 
 pub fn write(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
-    Ok(rustix::io::write(fd.borrow(), data)?)
+    Ok(rustix::io::write(fd.as_fd(), data)?)
 }
 
 pub fn writev(fd: HeldFd, slices: &[IoSlice<'_>]) -> SysResult<usize> {
-    Ok(rustix::io::writev(fd.borrow(), slices)?)
+    Ok(rustix::io::writev(fd.as_fd(), slices)?)
 }
 
 /// A connection, non-blocking and close-on-exec, and its peer's address.
 pub fn accept(fd: HeldFd) -> SysResult<(OwnedFd, Option<SocketAddrAny>)> {
     let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-    Ok(rustix::net::acceptfrom_with(fd.borrow(), flags)?)
+    Ok(rustix::net::acceptfrom_with(fd.as_fd(), flags)?)
 }
 
 pub fn shutdown_write(fd: HeldFd) -> SysResult<()> {
-    Ok(rustix::net::shutdown(fd.borrow(), Shutdown::Write)?)
+    Ok(rustix::net::shutdown(fd.as_fd(), Shutdown::Write)?)
 }
 
 pub fn getsockname(fd: HeldFd) -> SysResult<SocketAddrAny> {
-    Ok(rustix::net::getsockname(fd.borrow())?)
+    Ok(rustix::net::getsockname(fd.as_fd())?)
 }
 
 pub fn getpeername(fd: HeldFd) -> SysResult<Option<SocketAddrAny>> {
-    Ok(rustix::net::getpeername(fd.borrow())?)
+    Ok(rustix::net::getpeername(fd.as_fd())?)
 }
 
 /// `pidfd_open(pid)`: a descriptor that turns readable when the child

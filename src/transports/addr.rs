@@ -66,10 +66,8 @@ pub fn inet_to_py<'py>(py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py,
 fn ipv6_text(ip: &Ipv6Addr) -> String {
     let s = ip.segments();
     if s[..6] == [0; 6] && s[6] != 0 {
-        let [a, b, c, d] = ip.octets()[12..] else {
-            unreachable!("an IPv6 address has 16 octets")
-        };
-        return format!("::{a}.{b}.{c}.{d}");
+        let o = ip.octets();
+        return format!("::{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
     }
     ip.to_string()
 }

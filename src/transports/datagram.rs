@@ -13,7 +13,8 @@
 
 use super::addr::{inet_to_py, py_to_inet};
 use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
-use super::{drop_lost_write, registry, report_fatal, set_watching, stops_loop, Core, LostWrites};
+use super::shared::{close, fatal, force_close, tell_protocol_lost};
+use super::{drop_lost_write, registry, set_watching, stops_loop, Core};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
@@ -64,26 +65,46 @@ pub struct DatagramTransport {
 
 impl_core!(DatagramTransport, "DatagramTransport", self, read: DatagramTransport::read_ready, write: DatagramTransport::write_ready);
 
-impl LostWrites for DatagramTransport {
-    const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
-
-    fn lost_writes(&mut self) -> Option<&mut u32> {
-        (self.conn_lost > 0).then_some(&mut self.conn_lost)
-    }
-}
-
 impl FlowControlled for DatagramTransport {
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
         (&mut self.marks, self.queued_size, &mut self.protocol_paused)
     }
+
+    fn flow_ref(&self) -> (&WaterMarks, usize, bool) {
+        (&self.marks, self.queued_size, self.protocol_paused)
+    }
 }
 
+reading_pymethods!(DatagramTransport, paused: self.paused, closing: self.closing);
+writing_pymethods!(DatagramTransport, conn_lost: self.conn_lost, warning: "socket.send() raised exception.");
+ready_pymethods!(DatagramTransport);
+
+selector_transport!(
+    DatagramTransport,
+    queue: queue,
+    clear_queue: DatagramTransport::clear_queue,
+    schedule_lost: DatagramTransport::schedule_lost
+);
+
 impl DatagramTransport {
+    /// `self._loop.call_soon(self._call_connection_lost, exc)`.
+    fn schedule_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let target = slf
+            .try_borrow()?
+            .face(py)
+            .unwrap_or_else(|| slf.clone().into_any());
+        let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+        let loop_ = slf.try_borrow()?.loop_any(py);
+        loop_.call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
+        Ok(())
+    }
+
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
         // Taken out first: the borrow must end before the protocol runs (it
         // may close this transport).
-        let protocol = slf.borrow().protocol(py);
+        let protocol = slf.try_borrow()?.protocol(py);
         if let Some(p) = protocol {
             p.bind(py)
                 .call_method1(pyo3::intern!(py, "error_received"), (err.into_value(py),))?;
@@ -94,7 +115,7 @@ impl DatagramTransport {
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, native, sock, protocol) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             if t.conn_lost > 0 {
                 return Ok(());
             }
@@ -147,7 +168,7 @@ impl DatagramTransport {
                 Ok(())
             }
             Err(e) if e.is_instance_of::<PyOSError>(py) => Self::error_received(slf, e),
-            Err(e) => Self::fatal(slf, e, "Fatal read error on datagram transport"),
+            Err(e) => fatal(slf, e, "Fatal read error on datagram transport"),
         }
     }
 
@@ -159,7 +180,7 @@ impl DatagramTransport {
     ) -> PyResult<bool> {
         let py = slf.py();
         let (fd, native, ipv6, connected, sock) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.fd,
                 t.native,
@@ -211,7 +232,7 @@ impl DatagramTransport {
         let py = slf.py();
         loop {
             let front = {
-                let mut t = slf.borrow_mut();
+                let mut t = slf.try_borrow_mut()?;
                 let h = t.header_size;
                 match t.queue.pop_front() {
                     Some((d, a)) => {
@@ -225,19 +246,19 @@ impl DatagramTransport {
             match Self::send_one(slf, data.as_bytes(py), addr.as_ref().map(|a| a.bind(py))) {
                 Ok(true) => {}
                 Ok(false) => {
-                    let mut t = slf.borrow_mut();
+                    let mut t = slf.try_borrow_mut()?;
                     t.queued_size += data.as_bytes(py).len() + t.header_size;
                     t.queue.push_front((data, addr));
                     break;
                 }
                 Err(e) if stops_loop(py, &e) => return Err(e),
                 Err(e) if e.is_instance_of::<PyOSError>(py) => return Self::error_received(slf, e),
-                Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
+                Err(e) => return fatal(slf, e, "Fatal write error on datagram transport"),
             }
         }
         maybe_resume_protocol(slf)?;
         let (empty, closing) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.queue.is_empty(), t.closing)
         };
         if empty {
@@ -249,80 +270,21 @@ impl DatagramTransport {
         Ok(())
     }
 
-    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let exc = report_fatal(slf, err, message, |e| e.is_instance_of::<PyOSError>())?;
-        Self::force_close(slf, Some(exc))
-    }
-
-    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let target = slf
-            .borrow()
-            .face(py)
-            .unwrap_or_else(|| slf.clone().into_any());
-        let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
-        let loop_ = slf.borrow().loop_any(py);
-        loop_.call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
-        Ok(())
-    }
-
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let (dropped, was_closing) = {
-            let mut t = slf.borrow_mut();
-            if t.conn_lost > 0 {
-                return Ok(());
-            }
-            let q: Vec<_> = t.queue.drain(..).collect();
-            t.queued_size = 0;
-            let was = t.closing;
-            t.closing = true;
-            t.conn_lost += 1;
-            (q, was)
-        };
-        drop(dropped);
-        set_watching(slf, Side::Write, false)?;
-        if !was_closing {
-            set_watching(slf, Side::Read, false)?;
-        }
-        Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None().into_bound(py)))
-    }
-
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let empty = {
-            let mut t = slf.borrow_mut();
-            if t.closing {
-                return Ok(());
-            }
-            t.closing = true;
-            t.queue.is_empty()
-        };
-        set_watching(slf, Side::Read, false)?;
-        if empty {
-            slf.borrow_mut().conn_lost += 1;
-            set_watching(slf, Side::Write, false)?;
-            Self::schedule_connection_lost(slf, py.None().into_bound(py))?;
-        }
-        Ok(())
+    /// The queued datagrams and their addresses, taken out.
+    fn clear_queue(&mut self) -> Vec<Py<PyAny>> {
+        self.queued_size = 0;
+        self.queue
+            .drain(..)
+            .flat_map(|(data, addr)| std::iter::once(data.into_any()).chain(addr))
+            .collect()
     }
 
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let (protocol, connected) = {
-            let t = slf.borrow();
-            (t.protocol(py), t.protocol_connected)
-        };
-        let result = match protocol {
-            Some(p) if connected => p
-                .bind(py)
-                .call_method1(pyo3::intern!(py, "connection_lost"), (&exc,))
-                .map(drop),
-            _ => Ok(()),
-        };
+        let result = tell_protocol_lost(slf, &exc)?;
         Self::close_socket(slf)?;
         let (protocol, wrapper) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             let w = t.face(py);
             (t.protocol.take(), w)
         };
@@ -337,10 +299,10 @@ impl DatagramTransport {
     fn close_socket(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (sock, loop_, fd) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             (t.sock.take(), t.loop_.clone_ref(py), t.fd)
         };
-        registry::forget(loop_.bind(py), fd.raw(), slf.as_any());
+        registry::forget(loop_.bind(py), fd.raw(), slf.as_any())?;
         if let Some(s) = &sock {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
         }
@@ -394,55 +356,6 @@ impl DatagramTransport {
         })
     }
 
-    /// asyncio's `_read_ready`: what the loop runs when the socket is
-    /// readable (also callable directly, as asyncio's is).
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        <Self as Core>::on_ready(slf, Side::Read)
-    }
-
-    /// asyncio's `_write_ready`: what the loop runs when the socket is
-    /// writable.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        <Self as Core>::on_ready(slf, Side::Write)
-    }
-
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ok = {
-            let t = slf.borrow();
-            !t.closing && !t.paused
-        };
-        if ok {
-            set_watching(slf, Side::Read, true)?;
-        }
-        Ok(())
-    }
-
-    fn is_reading(&self) -> bool {
-        !self.closing && !self.paused
-    }
-
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut t = slf.borrow_mut();
-            if t.closing || t.paused {
-                return Ok(());
-            }
-            t.paused = true;
-        }
-        set_watching(slf, Side::Read, false)
-    }
-
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut t = slf.borrow_mut();
-            if t.closing || !t.paused {
-                return Ok(());
-            }
-            t.paused = false;
-        }
-        set_watching(slf, Side::Read, true)
-    }
-
     #[pyo3(signature = (data, addr = None))]
     fn sendto(
         slf: &Bound<'_, Self>,
@@ -461,11 +374,11 @@ impl DatagramTransport {
             Err(_) => PyBytes::new(py, &crate::py::buffer_bytes(data)?),
         };
         let len = bytes.as_bytes().len();
-        if len == 0 && !slf.borrow().send_empty {
+        if len == 0 && !slf.try_borrow()?.send_empty {
             return Ok(());
         }
         let mut addr = addr.filter(|a| !a.is_none());
-        let fixed = slf.borrow().address.as_ref().map(|a| a.clone_ref(py));
+        let fixed = slf.try_borrow()?.address.as_ref().map(|a| a.clone_ref(py));
         if let Some(fixed) = fixed {
             let fixed = fixed.bind(py);
             if let Some(a) = &addr {
@@ -481,17 +394,17 @@ impl DatagramTransport {
                 return Ok(());
             }
         }
-        if slf.borrow().queue.is_empty() {
+        if slf.try_borrow()?.queue.is_empty() {
             match Self::send_one(slf, bytes.as_bytes(), addr.as_ref()) {
                 Ok(true) => return Ok(()),
                 Ok(false) => set_watching(slf, Side::Write, true)?,
                 Err(e) if stops_loop(py, &e) => return Err(e),
                 Err(e) if e.is_instance_of::<PyOSError>(py) => return Self::error_received(slf, e),
-                Err(e) => return Self::fatal(slf, e, "Fatal write error on datagram transport"),
+                Err(e) => return fatal(slf, e, "Fatal write error on datagram transport"),
             }
         }
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.queued_size += len + t.header_size;
             t.queue.push_back((bytes.unbind(), addr.map(Bound::unbind)));
         }
@@ -500,16 +413,16 @@ impl DatagramTransport {
 
     #[pyo3(name = "close")]
     fn py_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::close(slf)
+        close(slf)
     }
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
+        force_close(slf, None)
     }
 
     #[pyo3(signature = (exc, message = "Fatal error on transport"))]
     fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+        fatal(slf, PyErr::from_value(exc.clone()), message)
     }
 
     /// True until the socket is closed.
@@ -531,32 +444,16 @@ impl DatagramTransport {
         self.closing
     }
 
-    #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        super::flow::set_write_buffer_limits(slf, high, low)
-    }
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        self.marks.limits(py)
-    }
-
-    fn get_write_buffer_size(&self) -> usize {
-        self.queued_size
-    }
-
     /// The old protocol is let go once the core is not borrowed: its
     /// finalizer may use the transport.
-    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let old = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.protocol_connected = true;
             t.protocol.replace(protocol.clone().unbind())
         };
         drop(old);
+        Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -564,18 +461,8 @@ impl DatagramTransport {
     }
 
     #[getter]
-    fn _conn_lost(&self) -> u32 {
-        self.conn_lost
-    }
-
-    #[getter]
     fn _sock_fd(&self) -> RawFd {
         self.fd.raw()
-    }
-
-    #[getter(_protocol_paused)]
-    fn protocol_paused_attr(&self) -> bool {
-        self.protocol_paused
     }
 
     #[getter]

@@ -108,6 +108,22 @@ pub trait FlowControlled: Core {
     /// The marks, the buffered size they are compared with, and whether the
     /// protocol is paused.
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool);
+
+    /// The same, to read.
+    fn flow_ref(&self) -> (&WaterMarks, usize, bool);
+
+    fn marks(&self) -> &WaterMarks {
+        self.flow_ref().0
+    }
+
+    /// `get_write_buffer_size()`.
+    fn buffered(&self) -> usize {
+        self.flow_ref().1
+    }
+
+    fn protocol_paused(&self) -> bool {
+        self.flow_ref().2
+    }
 }
 
 /// `set_write_buffer_limits(high, low)`: new marks, then pause at once if
@@ -118,7 +134,7 @@ pub fn set_write_buffer_limits<T: FlowControlled>(
     low: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let marks = WaterMarks::from_args(high, low)?;
-    *slf.borrow_mut().flow().0 = marks;
+    *slf.try_borrow_mut()?.flow().0 = marks;
     maybe_pause_protocol(slf)
 }
 
@@ -127,7 +143,7 @@ pub fn set_write_buffer_limits<T: FlowControlled>(
 pub fn maybe_pause_protocol<T: FlowControlled>(slf: &Bound<'_, T>) -> PyResult<()> {
     let py = slf.py();
     let protocol = {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         let (marks, size, paused) = t.flow();
         if *paused || !marks.above_high(size) {
             return Ok(());
@@ -143,7 +159,7 @@ pub fn maybe_pause_protocol<T: FlowControlled>(slf: &Bound<'_, T>) -> PyResult<(
 pub fn maybe_resume_protocol<T: FlowControlled>(slf: &Bound<'_, T>) -> PyResult<()> {
     let py = slf.py();
     let protocol = {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         let (marks, size, paused) = t.flow();
         if !*paused || !marks.at_or_below_low(size) {
             return Ok(());
@@ -164,7 +180,7 @@ fn notify<T: Core>(slf: &Bound<'_, T>, protocol: Option<Py<PyAny>>, method: &str
             return Err(e);
         }
         let (loop_, face) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.loop_any(py), t.face(py).map(Bound::unbind))
         };
         let exc = e.into_value(py).into_bound(py).into_any();

@@ -54,6 +54,8 @@ macro_rules! impl_core {
     };
 }
 
+#[macro_use]
+pub mod shared;
 pub mod addr;
 pub mod datagram;
 pub mod flow;
@@ -135,6 +137,7 @@ pub trait Core: PyClass<Frozen = False> + Send + Sync {
 /// context the readiness callbacks run in (see [`Core::context`]).
 struct Source<T: Core> {
     core: Py<T>,
+    loop_: Py<LoopCore>,
     face: Option<Py<PyAny>>,
     context: Py<PyAny>,
 }
@@ -149,7 +152,7 @@ impl<T: Core> IoSource for Source<T> {
     }
 
     fn loop_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.core.bind(py).borrow().loop_any(py)
+        self.loop_.bind(py).clone().into_any()
     }
 
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()> {
@@ -174,6 +177,7 @@ impl<T: Core> IoSource for Source<T> {
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.core)?;
+        visit.call(&self.loop_)?;
         visit.call(&self.face)?;
         visit.call(&self.context)
     }
@@ -184,7 +188,7 @@ impl<T: Core> IoSource for Source<T> {
 pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResult<()> {
     let py = slf.py();
     let (loop_, fd, was, face, context) = {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         let flag = t.watching(side);
         let was = std::mem::replace(flag, on);
         (
@@ -202,12 +206,13 @@ pub fn set_watching<T: Core>(slf: &Bound<'_, T>, side: Side, on: bool) -> PyResu
         };
         let src: Arc<dyn IoSource> = Arc::new(Source {
             core: slf.clone().unbind(),
+            loop_: loop_.clone_ref(py),
             face,
             context,
         });
         source::watch(loop_.bind(py), fd, side, src)?;
     } else if !on && was {
-        source::unwatch(loop_.bind(py), fd, side);
+        source::unwatch(loop_.bind(py), fd, side)?;
     }
     Ok(())
 }
@@ -254,6 +259,9 @@ pub trait LostWrites: Core {
     /// The count of dropped writes (asyncio's `_conn_lost`), if a write now
     /// must be dropped.
     fn lost_writes(&mut self) -> Option<&mut u32>;
+
+    /// asyncio's `_conn_lost`.
+    fn conn_lost(&self) -> u32;
 }
 
 /// True if this write is to be dropped (and it was counted and, from the
@@ -261,7 +269,7 @@ pub trait LostWrites: Core {
 pub fn drop_lost_write<T: LostWrites>(slf: &Bound<'_, T>) -> PyResult<bool> {
     let py = slf.py();
     let warn = {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         let Some(count) = t.lost_writes() else {
             return Ok(false);
         };
@@ -281,8 +289,10 @@ pub fn drop_lost_write<T: LostWrites>(slf: &Bound<'_, T>) -> PyResult<bool> {
 /// The Python transport if it still lives, else the core: what asyncio
 /// would pass as `self` to a log line or a callback.
 pub fn face_or_core<'py, T: Core>(slf: &Bound<'py, T>) -> Bound<'py, PyAny> {
-    slf.borrow()
-        .face(slf.py())
+    // Borrowed elsewhere (never expected), the core stands in.
+    slf.try_borrow()
+        .ok()
+        .and_then(|t| t.face(slf.py()))
         .unwrap_or_else(|| slf.clone().into_any())
 }
 
@@ -303,7 +313,7 @@ pub fn report_fatal<'py, T: Core>(
     }
     let exc = err.into_value(py).into_bound(py).into_any();
     if expected(&exc) {
-        if slf.borrow().debug(py) {
+        if slf.try_borrow()?.debug(py) {
             let kw = PyDict::new(py);
             kw.set_item("exc_info", &exc)?;
             py::asyncio(py)?.logger.bind(py).call_method(
@@ -314,7 +324,7 @@ pub fn report_fatal<'py, T: Core>(
         }
     } else {
         let (loop_, face, protocol) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.loop_any(py),
                 t.face(py).map(Bound::unbind),

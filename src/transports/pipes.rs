@@ -9,19 +9,19 @@
 //! `writev` when writable; it also watches its descriptor for readability,
 //! which for a pipe means the reader went away (asyncio's EPIPE detection).
 
-use super::flow::{maybe_pause_protocol, maybe_resume_protocol, FlowControlled, WaterMarks};
+use super::flow::{maybe_resume_protocol, FlowControlled, WaterMarks};
+use super::shared::{write_now_or_queue, Writes};
 use super::write_buffer::WriteBuffer;
-use super::{
-    drop_lost_write, face_or_core, log_debug, report_fatal, set_watching, Core, LostWrites,
-};
+use super::{face_or_core, report_fatal, set_watching, Core};
 use crate::errors;
 use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
-use crate::sys::{self, HeldFd, SysError};
+use crate::sys::{self, HeldFd, SysError, SysResult};
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
+use rustix::io::Errno;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
@@ -30,6 +30,59 @@ const EIO: i32 = 5;
 
 thread_local! {
     static SCRATCH: RefCell<crate::sys::ReadScratch> = RefCell::new(crate::sys::ReadScratch::new(MAX_READ));
+}
+
+/// What both pipe transports answer alike: `set_protocol` (the old
+/// protocol let go once the core is not borrowed: its finalizer may use
+/// the transport), `get_protocol`, `is_closing`, asyncio's `_fileno`,
+/// `_fatal_error` (each with its own `fatal`) and `_call_connection_lost`.
+macro_rules! pipe_pymethods {
+    ($ty:ty) => {
+        #[pymethods]
+        impl $ty {
+            fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+                let old = slf
+                    .try_borrow_mut()?
+                    .c
+                    .protocol
+                    .replace(protocol.clone().unbind());
+                drop(old);
+                Ok(())
+            }
+
+            fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.c.protocol(py)
+            }
+
+            fn is_closing(&self) -> bool {
+                self.c.closing
+            }
+
+            #[getter]
+            fn _fileno(&self) -> RawFd {
+                self.c.fd.raw()
+            }
+
+            #[pyo3(signature = (exc, message = "Fatal error on pipe transport"))]
+            fn _fatal_error(
+                slf: &Bound<'_, Self>,
+                exc: &Bound<'_, PyAny>,
+                message: &str,
+            ) -> PyResult<()> {
+                Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+            }
+
+            fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+                let py = slf.py();
+                let (protocol, pipe, wrapper) = {
+                    let mut t = slf.try_borrow_mut()?;
+                    let w = t.face(py);
+                    (t.c.protocol.take(), t.c.pipe.take(), w)
+                };
+                Common::connection_lost(py, protocol, pipe, wrapper, &exc)
+            }
+        }
+    };
 }
 
 /// What both pipe transports share: the loop, the pipe object, the
@@ -106,18 +159,14 @@ impl Common {
     }
 }
 
-/// The Python transport's `_call_connection_lost` (its handle keeps the
-/// transport alive until it runs), or the core's.
-fn schedule_lost(
-    target: Bound<'_, PyAny>,
-    loop_: &Py<LoopCore>,
-    exc: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let py = target.py();
-    let cb = target.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
-    loop_
-        .bind(py)
-        .call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
+/// `loop.call_soon(self._call_connection_lost, exc)` on the Python
+/// transport (its handle keeps the transport alive until it runs), or on
+/// the core once that is gone.
+fn schedule_lost<T: Core>(slf: &Bound<'_, T>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let loop_ = slf.try_borrow()?.loop_any(py);
+    let cb = face_or_core(slf).getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+    loop_.call_method1(pyo3::intern!(py, "call_soon"), (cb, exc))?;
     Ok(())
 }
 
@@ -138,10 +187,13 @@ impl_core!(
     write: ReadPipeTransport::read_ready
 );
 
+reading_pymethods!(ReadPipeTransport, paused: self.paused, closing: self.c.closing);
+pipe_pymethods!(ReadPipeTransport);
+
 impl ReadPipeTransport {
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let fd = slf.borrow().c.fd;
+        let fd = slf.try_borrow()?.c.fd;
         let got = crate::sys::ReadScratch::with(&SCRATCH, MAX_READ, |s| {
             sys::read(fd, &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
         });
@@ -155,7 +207,7 @@ impl ReadPipeTransport {
             Ok(data) if !data.as_bytes().is_empty() => {
                 // Bound first: an `if let` scrutinee's borrow would last
                 // through data_received, which may pause reading.
-                let protocol = slf.borrow().c.protocol(py);
+                let protocol = slf.try_borrow()?.c.protocol(py);
                 if let Some(p) = protocol {
                     p.bind(py)
                         .call_method1(pyo3::intern!(py, "data_received"), (data,))?;
@@ -163,17 +215,17 @@ impl ReadPipeTransport {
                 Ok(())
             }
             Ok(_) => {
-                if slf.borrow().debug(py) {
+                if slf.try_borrow()?.debug(py) {
                     let a = crate::py::asyncio(py)?;
                     a.logger.bind(py).call_method1(
                         pyo3::intern!(py, "info"),
                         ("%r was closed by peer", face_or_core(slf)),
                     )?;
                 }
-                slf.borrow_mut().c.closing = true;
+                slf.try_borrow_mut()?.c.closing = true;
                 set_watching(slf, Side::Read, false)?;
                 let (loop_, protocol) = {
-                    let t = slf.borrow();
+                    let t = slf.try_borrow()?;
                     (t.c.loop_.clone_ref(py), t.c.protocol(py))
                 };
                 if let Some(p) = protocol {
@@ -182,7 +234,7 @@ impl ReadPipeTransport {
                         .bind(py)
                         .call_method1(pyo3::intern!(py, "call_soon"), (eof,))?;
                 }
-                schedule_lost(face_or_core(slf), &loop_, py.None().into_bound(py))
+                schedule_lost(slf, py.None().into_bound(py))
             }
         }
     }
@@ -197,10 +249,9 @@ impl ReadPipeTransport {
     }
 
     fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        slf.borrow_mut().c.closing = true;
+        slf.try_borrow_mut()?.c.closing = true;
         set_watching(slf, Side::Read, false)?;
-        let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
-        schedule_lost(face_or_core(slf), &loop_, exc)
+        schedule_lost(slf, exc)
     }
 }
 
@@ -219,97 +270,11 @@ impl ReadPipeTransport {
         })
     }
 
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ok = {
-            let t = slf.borrow();
-            !t.paused && !t.c.closing
-        };
-        if ok {
-            set_watching(slf, Side::Read, true)?;
-        }
-        Ok(())
-    }
-
-    fn is_reading(&self) -> bool {
-        !self.paused && !self.c.closing
-    }
-
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut t = slf.borrow_mut();
-            if t.paused || t.c.closing {
-                return Ok(());
-            }
-            t.paused = true;
-        }
-        set_watching(slf, Side::Read, false)?;
-        if slf.borrow().debug(py) {
-            log_debug(py, ("%r pauses reading", face_or_core(slf)))?;
-        }
-        Ok(())
-    }
-
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut t = slf.borrow_mut();
-            if t.c.closing || !t.paused {
-                return Ok(());
-            }
-            t.paused = false;
-        }
-        set_watching(slf, Side::Read, true)?;
-        if slf.borrow().debug(py) {
-            log_debug(py, ("%r resumes reading", face_or_core(slf)))?;
-        }
-        Ok(())
-    }
-
-    /// The old protocol is let go once the core is not borrowed: its
-    /// finalizer may use the transport.
-    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
-        let old = slf
-            .borrow_mut()
-            .c
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(old);
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.c.protocol(py)
-    }
-
-    fn is_closing(&self) -> bool {
-        self.c.closing
-    }
-
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.borrow().c.closing {
+        if slf.try_borrow()?.c.closing {
             return Ok(());
         }
         Self::close_with(slf, slf.py().None().into_bound(slf.py()))
-    }
-
-    #[pyo3(signature = (exc, message = "Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let (protocol, pipe, wrapper) = {
-            let mut t = slf.borrow_mut();
-            let w = t.face(py);
-            (t.c.protocol.take(), t.c.pipe.take(), w)
-        };
-        Common::connection_lost(py, protocol, pipe, wrapper, &exc)
-    }
-
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.c.fd.raw()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -344,33 +309,62 @@ impl_core!(
     write: WritePipeTransport::write_ready
 );
 
-impl LostWrites for WritePipeTransport {
-    const LOST_WRITE_WARNING: &'static str =
-        "pipe closed by peer or os.write(pipe, data) raised exception.";
-
-    fn lost_writes(&mut self) -> Option<&mut u32> {
-        (self.conn_lost > 0 || self.c.closing).then_some(&mut self.conn_lost)
-    }
-}
-
 impl FlowControlled for WritePipeTransport {
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
         (&mut self.marks, self.wbuf.len(), &mut self.protocol_paused)
     }
+    fn flow_ref(&self) -> (&WaterMarks, usize, bool) {
+        (&self.marks, self.wbuf.len(), self.protocol_paused)
+    }
 }
+
+impl Writes for WritePipeTransport {
+    fn held_fd(&self) -> HeldFd {
+        self.c.fd
+    }
+
+    fn write_buffer(&mut self) -> &mut WriteBuffer {
+        &mut self.wbuf
+    }
+
+    fn has_queued(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
+    fn send_now(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
+        sys::write(fd, data)
+    }
+
+    fn write_failed(slf: &Bound<'_, Self>, errno: Errno) -> PyResult<()> {
+        slf.try_borrow_mut()?.conn_lost += 1;
+        Self::fatal(
+            slf,
+            errors::sys_error(errno),
+            "Fatal write error on pipe transport",
+        )
+    }
+}
+
+writing_pymethods!(
+    WritePipeTransport,
+    conn_lost: self.conn_lost,
+    warning: "pipe closed by peer or os.write(pipe, data) raised exception.",
+    lost_when: self.c.closing
+);
+pipe_pymethods!(WritePipeTransport);
 
 impl WritePipeTransport {
     /// The read end went away.
     fn hangup(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().debug(py) {
+        if slf.try_borrow()?.debug(py) {
             let a = crate::py::asyncio(py)?;
             a.logger.bind(py).call_method1(
                 pyo3::intern!(py, "info"),
                 ("%r was closed by peer", face_or_core(slf)),
             )?;
         }
-        let exc = if slf.borrow().wbuf.is_empty() {
+        let exc = if slf.try_borrow()?.wbuf.is_empty() {
             py.None().into_bound(py)
         } else {
             PyBrokenPipeError::new_err(())
@@ -385,7 +379,7 @@ impl WritePipeTransport {
         let py = slf.py();
         let mut done = Vec::new();
         let res = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.wbuf.is_empty() {
                 return Ok(());
             }
@@ -403,7 +397,7 @@ impl WritePipeTransport {
             Err(SysError::Again) => Ok(()),
             Err(SysError::Os(e)) => {
                 let dropped = {
-                    let mut t = slf.borrow_mut();
+                    let mut t = slf.try_borrow_mut()?;
                     t.conn_lost += 1;
                     t.wbuf.clear()
                 };
@@ -416,14 +410,14 @@ impl WritePipeTransport {
                 )
             }
             Ok(_) => {
-                if !slf.borrow().wbuf.is_empty() {
+                if !slf.try_borrow()?.wbuf.is_empty() {
                     return Ok(());
                 }
                 set_watching(slf, Side::Write, false)?;
                 maybe_resume_protocol(slf)?;
-                if slf.borrow().c.closing && slf.borrow().wbuf.is_empty() {
+                if slf.try_borrow()?.c.closing && slf.try_borrow()?.wbuf.is_empty() {
                     set_watching(slf, Side::Read, false)?;
-                    Self::call_connection_lost(slf, py.None().into_bound(py))?;
+                    Self::_call_connection_lost(slf, py.None().into_bound(py))?;
                 }
                 Ok(())
             }
@@ -438,25 +432,14 @@ impl WritePipeTransport {
     /// asyncio's `_close(exc)`.
     fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let dropped = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.c.closing = true;
             t.wbuf.clear()
         };
         drop(dropped);
         set_watching(slf, Side::Write, false)?;
         set_watching(slf, Side::Read, false)?;
-        let loop_ = slf.borrow().c.loop_.clone_ref(slf.py());
-        schedule_lost(face_or_core(slf), &loop_, exc)
-    }
-
-    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let (protocol, pipe, wrapper) = {
-            let mut t = slf.borrow_mut();
-            let w = t.face(py);
-            (t.c.protocol.take(), t.c.pipe.take(), w)
-        };
-        Common::connection_lost(py, protocol, pipe, wrapper, &exc)
+        schedule_lost(slf, exc)
     }
 }
 
@@ -482,7 +465,7 @@ impl WritePipeTransport {
 
     fn _start_watching(slf: &Bound<'_, Self>) -> PyResult<()> {
         let watch = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             t.watch_hangup && t.c.pipe.is_some()
         };
         if watch {
@@ -492,50 +475,13 @@ impl WritePipeTransport {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let len = data.len()?;
-        if len == 0 {
-            return Ok(());
-        }
-        if drop_lost_write(slf)? {
-            return Ok(());
-        }
-        let (fd, queued) = {
-            let t = slf.borrow();
-            (t.c.fd, !t.wbuf.is_empty())
-        };
-        let owned: Vec<u8>;
-        let bytes: &[u8] = match data.cast::<PyBytes>() {
-            Ok(b) => b.as_bytes(),
-            Err(_) => {
-                owned = crate::py::buffer_bytes(data)?;
-                &owned
-            }
-        };
-        let mut sent = 0;
-        if !queued {
-            match sys::write(fd, bytes) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(SysError::Again) => {}
-                Err(SysError::Os(e)) => {
-                    slf.borrow_mut().conn_lost += 1;
-                    return Self::fatal(
-                        slf,
-                        errors::sys_error(e),
-                        "Fatal write error on pipe transport",
-                    );
-                }
-            }
-            set_watching(slf, Side::Write, true)?;
-        }
-        slf.borrow_mut().wbuf.push_rest(data, bytes, sent);
-        maybe_pause_protocol(slf)
+        write_now_or_queue(slf, data)
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let empty = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.c.closing {
                 return Ok(());
             }
@@ -544,15 +490,14 @@ impl WritePipeTransport {
         };
         if empty {
             set_watching(slf, Side::Read, false)?;
-            let loop_ = slf.borrow().c.loop_.clone_ref(py);
-            schedule_lost(face_or_core(slf), &loop_, py.None().into_bound(py))?;
+            schedule_lost(slf, py.None().into_bound(py))?;
         }
         Ok(())
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let open = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             t.c.pipe.is_some() && !t.c.closing
         };
         if open {
@@ -563,66 +508,6 @@ impl WritePipeTransport {
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::close_with(slf, slf.py().None().into_bound(slf.py()))
-    }
-
-    fn is_closing(&self) -> bool {
-        self.c.closing
-    }
-
-    /// The old protocol is let go once the core is not borrowed: its
-    /// finalizer may use the transport.
-    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) {
-        let old = slf
-            .borrow_mut()
-            .c
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(old);
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.c.protocol(py)
-    }
-
-    #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        super::flow::set_write_buffer_limits(slf, high, low)
-    }
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        self.marks.limits(py)
-    }
-
-    fn get_write_buffer_size(&self) -> usize {
-        self.wbuf.len()
-    }
-
-    #[pyo3(signature = (exc, message = "Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        Self::call_connection_lost(slf, exc)
-    }
-
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.c.fd.raw()
-    }
-
-    #[getter]
-    fn _conn_lost(&self) -> u32 {
-        self.conn_lost
-    }
-
-    #[getter(_protocol_paused)]
-    fn protocol_paused_attr(&self) -> bool {
-        self.protocol_paused
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -19,22 +19,24 @@ use pyo3::types::{PyList, PyWeakrefReference};
 use std::os::fd::RawFd;
 
 /// Records `obj` (a transport core) as the owner of `fd`.
-pub fn register(loop_: &Bound<'_, LoopCore>, fd: RawFd, obj: Py<PyAny>) {
-    let old = loop_.borrow_mut().transports.insert(fd, obj);
+pub fn register(loop_: &Bound<'_, LoopCore>, fd: RawFd, obj: Py<PyAny>) -> PyResult<()> {
+    let old = loop_.try_borrow_mut()?.transports.insert(fd, obj);
     drop(old); // after the borrow: dropping may run a finalizer
+    Ok(())
 }
 
 /// Forgets `fd`'s entry if it is still `obj`'s (the number may have been
 /// reused by a newer transport since).
-pub fn forget(loop_: &Bound<'_, LoopCore>, fd: RawFd, obj: &Bound<'_, PyAny>) {
+pub fn forget(loop_: &Bound<'_, LoopCore>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let old = {
-        let mut l = loop_.borrow_mut();
+        let mut l = loop_.try_borrow_mut()?;
         match l.transports.get(&fd) {
             Some(o) if o.as_ptr() == obj.as_ptr() => l.transports.remove(&fd),
             _ => None,
         }
     };
     drop(old);
+    Ok(())
 }
 
 /// The transport an entry stands for, if it still lives: a core's Python
@@ -42,10 +44,10 @@ pub fn forget(loop_: &Bound<'_, LoopCore>, fd: RawFd, obj: &Bound<'_, PyAny>) {
 fn resolve<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
     let py = obj.py();
     if let Ok(c) = obj.cast::<StreamTransport>() {
-        return c.borrow().face(py);
+        return c.try_borrow().ok()?.face(py);
     }
     if let Ok(c) = obj.cast::<DatagramTransport>() {
-        return c.borrow().face(py);
+        return c.try_borrow().ok()?.face(py);
     }
     if let Ok(w) = obj.cast::<PyWeakrefReference>() {
         return w.upgrade();
@@ -82,9 +84,9 @@ impl TransportMap {
     }
 
     /// The live `(fd, transport)` pairs, in descriptor order.
-    fn live<'py>(&self, py: Python<'py>) -> Vec<(RawFd, Bound<'py, PyAny>)> {
+    fn live<'py>(&self, py: Python<'py>) -> PyResult<Vec<(RawFd, Bound<'py, PyAny>)>> {
         let entries: Vec<(RawFd, Py<PyAny>)> = {
-            let l = self.loop_.bind(py).borrow();
+            let l = self.loop_.bind(py).try_borrow()?;
             l.transports
                 .iter()
                 .map(|(fd, o)| (*fd, o.clone_ref(py)))
@@ -95,36 +97,32 @@ impl TransportMap {
             .filter_map(|(fd, o)| resolve(o.bind(py)).map(|t| (fd, t)))
             .collect();
         out.sort_unstable_by_key(|(fd, _)| *fd);
-        out
+        Ok(out)
     }
 
-    fn lookup<'py>(&self, py: Python<'py>, fd: RawFd) -> Option<Bound<'py, PyAny>> {
-        let obj = self
-            .loop_
-            .bind(py)
-            .borrow()
-            .transports
-            .get(&fd)?
-            .clone_ref(py);
-        resolve(obj.bind(py))
+    fn lookup<'py>(&self, py: Python<'py>, fd: RawFd) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let obj = match self.loop_.bind(py).try_borrow()?.transports.get(&fd) {
+            Some(o) => o.clone_ref(py),
+            None => return Ok(None),
+        };
+        Ok(resolve(obj.bind(py)))
     }
 }
 
 #[pymethods]
 impl TransportMap {
     fn __getitem__<'py>(&self, py: Python<'py>, fd: RawFd) -> PyResult<Bound<'py, PyAny>> {
-        self.lookup(py, fd).ok_or_else(|| PyKeyError::new_err(fd))
+        self.lookup(py, fd)?.ok_or_else(|| PyKeyError::new_err(fd))
     }
 
     fn __setitem__(&self, py: Python<'_>, fd: RawFd, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let entry = entry_for(value)?;
-        register(self.loop_.bind(py), fd, entry);
-        Ok(())
+        register(self.loop_.bind(py), fd, entry)
     }
 
     fn __delitem__(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
-        let live = self.lookup(py, fd).is_some();
-        let old = self.loop_.bind(py).borrow_mut().transports.remove(&fd);
+        let live = self.lookup(py, fd)?.is_some();
+        let old = self.loop_.bind(py).try_borrow_mut()?.transports.remove(&fd);
         drop(old);
         if live {
             Ok(())
@@ -133,15 +131,15 @@ impl TransportMap {
         }
     }
 
-    fn __contains__(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> bool {
-        fd.extract::<RawFd>()
-            .ok()
-            .and_then(|fd| self.lookup(py, fd))
-            .is_some()
+    fn __contains__(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match fd.extract::<RawFd>() {
+            Ok(fd) => Ok(self.lookup(py, fd)?.is_some()),
+            Err(_) => Ok(false),
+        }
     }
 
-    fn __len__(&self, py: Python<'_>) -> usize {
-        self.live(py).len()
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.live(py)?.len())
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -154,27 +152,31 @@ impl TransportMap {
         py: Python<'py>,
         fd: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
-    ) -> Option<Bound<'py, PyAny>> {
-        fd.extract::<RawFd>()
-            .ok()
-            .and_then(|fd| self.lookup(py, fd))
-            .or(default)
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let found = match fd.extract::<RawFd>() {
+            Ok(fd) => self.lookup(py, fd)?,
+            Err(_) => None,
+        };
+        Ok(found.or(default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.live(py).into_iter().map(|(fd, _)| fd))
+        PyList::new(py, self.live(py)?.into_iter().map(|(fd, _)| fd))
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.live(py).into_iter().map(|(_, t)| t))
+        PyList::new(py, self.live(py)?.into_iter().map(|(_, t)| t))
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.live(py))
+        PyList::new(py, self.live(py)?)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        format!("<TransportMap of {} transports>", self.live(py).len())
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<TransportMap of {} transports>",
+            self.live(py)?.len()
+        ))
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {

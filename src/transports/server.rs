@@ -90,7 +90,7 @@ impl Listener {
                         true => Addr::from_kernel(addr),
                         false => Addr::Unknown,
                     };
-                    let debug = loop_.borrow().debug_enabled();
+                    let debug = loop_.try_borrow()?.debug_enabled();
                     let conn = match debug {
                         true => this.log_accept(py, conn, &peer)?,
                         false => conn,
@@ -141,7 +141,7 @@ impl Listener {
             .exception(crate::errors::os_error(err.into()))?
             .with("socket", tsock)?
             .send(loop_.as_any())?;
-        source::unwatch(loop_, self.fd.raw(), Side::Read);
+        source::unwatch(loop_, self.fd.raw(), Side::Read)?;
         let mut args = vec![
             ACCEPT_RETRY_DELAY.into_pyobject(py)?.into_any(),
             loop_.getattr(pyo3::intern!(py, "_start_serving"))?,
@@ -240,8 +240,8 @@ impl Listener {
                 self.make_face
                     .bind(py)
                     .call1((loop_, &core, &self.server))?;
-                let fd = core.borrow().fd();
-                registry::register(loop_, fd, core.into_any().unbind());
+                let fd = core.try_borrow()?.fd();
+                registry::register(loop_, fd, core.into_any().unbind())?;
                 Ok(())
             })
         } else {
@@ -298,7 +298,7 @@ impl Listener {
             return Err(err);
         }
         let loop_ = self.loop_.bind(py);
-        if loop_.borrow().debug_enabled() {
+        if loop_.try_borrow()?.debug_enabled() {
             let mut ctx =
                 HandlerContext::new(py, "Error on transport creation for incoming connection")?
                     .exception(err)?;

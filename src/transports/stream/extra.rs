@@ -73,12 +73,14 @@ impl StreamTransport {
         if let Ok(key) = name.cast::<PyString>() {
             match key.to_str()? {
                 "socket" => return Self::transport_socket(slf),
-                "sockname" => return slf.borrow().local.to_py(py),
-                "peername" if !slf.borrow().peer_given(py)? => return slf.borrow().peer.to_py(py),
+                "sockname" => return slf.try_borrow()?.local.to_py(py),
+                "peername" if !slf.try_borrow()?.peer_given(py)? => {
+                    return slf.try_borrow()?.peer.to_py(py)
+                }
                 _ => {}
             }
         }
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
+        let extra = slf.try_borrow()?.extra.as_ref().map(|e| e.clone_ref(py));
         let default = default.unwrap_or_else(|| py.None());
         match extra {
             Some(e) => Ok(e
@@ -93,7 +95,7 @@ impl StreamTransport {
     pub(super) fn extra_as_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
         let py = slf.py();
         let d = PyDict::new(py);
-        if let Some(e) = &slf.borrow().extra {
+        if let Some(e) = &slf.try_borrow()?.extra {
             d.update(e.bind(py).cast::<pyo3::types::PyMapping>()?)?;
         }
         for key in ["socket", "sockname", "peername"] {
@@ -118,7 +120,7 @@ impl StreamTransport {
     pub(super) fn sock_object<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = slf.py();
         let (family, proto, fd) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             if let Some(s) = &t.sock {
                 return Ok(Some(s.bind(py).clone()));
             }
@@ -132,7 +134,7 @@ impl StreamTransport {
             // The socket object owns the descriptor from now on (at once:
             // were the OwnedFd kept past an error below, two owners would
             // close it).
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if let Some(fd) = t.owned.take() {
                 let _ = fd.into_raw_fd();
             }
@@ -149,14 +151,14 @@ impl StreamTransport {
     /// would be by then.
     fn transport_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(ts) = &slf.borrow().tsock {
+        if let Some(ts) = &slf.try_borrow()?.tsock {
             return Ok(ts.clone_ref(py));
         }
         let sock = match Self::sock_object(slf)? {
             Some(s) => s,
             None => {
                 let (family, proto) = {
-                    let t = slf.borrow();
+                    let t = slf.try_borrow()?;
                     (t.family, t.proto)
                 };
                 let made = stream_socket(py, family, proto, None);
@@ -176,7 +178,7 @@ impl StreamTransport {
             .getattr(pyo3::intern!(py, "TransportSocket"))?
             .call1((sock,))?
             .unbind();
-        slf.borrow_mut().tsock = Some(ts.clone_ref(py));
+        slf.try_borrow_mut()?.tsock = Some(ts.clone_ref(py));
         Ok(ts)
     }
 }

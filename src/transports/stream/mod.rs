@@ -23,13 +23,13 @@ pub(crate) use extra::stream_socket;
 
 use super::addr::Addr;
 use super::flow::{FlowControlled, WaterMarks};
+use super::shared::{close, fatal, force_close, tell_protocol_lost};
 use super::write_buffer::WriteBuffer;
-use super::{face_or_core, log_debug, registry, report_fatal, set_watching, Core, LostWrites};
+use super::{registry, Core};
 use crate::errors;
-use crate::event_loop::fds::Side;
 use crate::event_loop::LoopCore;
 use crate::sys::{self, HeldFd};
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
@@ -85,28 +85,41 @@ pub struct StreamTransport {
 
 impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready, context: context);
 
-impl LostWrites for StreamTransport {
-    const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
-
-    fn lost_writes(&mut self) -> Option<&mut u32> {
-        (self.conn_lost > 0).then_some(&mut self.conn_lost)
-    }
-}
-
 impl FlowControlled for StreamTransport {
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {
         (&mut self.marks, self.wbuf.len(), &mut self.protocol_paused)
     }
+
+    fn flow_ref(&self) -> (&WaterMarks, usize, bool) {
+        (&self.marks, self.wbuf.len(), self.protocol_paused)
+    }
 }
 
+reading_pymethods!(StreamTransport, paused: self.paused, closing: self.closing);
+writing_pymethods!(StreamTransport, conn_lost: self.conn_lost, warning: "socket.send() raised exception.");
+ready_pymethods!(StreamTransport);
+
+selector_transport!(
+    StreamTransport,
+    queue: wbuf,
+    clear_queue: StreamTransport::clear_queue,
+    schedule_lost: StreamTransport::schedule_lost
+);
+
 impl StreamTransport {
+    /// `self._loop.call_soon(self._call_connection_lost, exc)`.
+    fn schedule_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let cb = Self::connection_lost_cb(slf)?;
+        Self::call_soon(slf, cb, &[exc])
+    }
+
     /// The Python transport's `_call_connection_lost`, or the core's if it
     /// is gone; the scheduled handle keeps the transport alive until then,
     /// as asyncio's bound method does.
     fn connection_lost_cb<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let target = slf
-            .borrow()
+            .try_borrow()?
             .face(py)
             .unwrap_or_else(|| slf.clone().into_any());
         target.getattr(pyo3::intern!(py, "_call_connection_lost"))
@@ -121,7 +134,7 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let (loop_, context) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.loop_any(py), t.context.as_ref().map(|c| c.clone_ref(py)))
         };
         let mut all = Vec::with_capacity(args.len() + 1);
@@ -140,77 +153,18 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// `_fatal_error`: OS errors are only logged in debug mode, anything
-    /// else goes to the exception handler; then the transport is closed.
-    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let exc = report_fatal(slf, err, message, |e| e.is_instance_of::<PyOSError>())?;
-        Self::force_close(slf, Some(exc))
-    }
-
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let dropped;
-        let was_closing = {
-            let mut t = slf.borrow_mut();
-            if t.conn_lost > 0 {
-                return Ok(());
-            }
-            dropped = t.wbuf.clear();
-            let was = t.closing;
-            t.closing = true;
-            t.conn_lost += 1;
-            was
-        };
-        drop(dropped);
-        set_watching(slf, Side::Write, false)?;
-        if !was_closing {
-            set_watching(slf, Side::Read, false)?;
-        }
-        let cb = Self::connection_lost_cb(slf)?;
-        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
-        Self::call_soon(slf, cb, &[exc])
-    }
-
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let empty = {
-            let mut t = slf.borrow_mut();
-            if t.closing {
-                return Ok(());
-            }
-            t.closing = true;
-            t.wbuf.is_empty()
-        };
-        set_watching(slf, Side::Read, false)?;
-        if empty {
-            slf.borrow_mut().conn_lost += 1;
-            set_watching(slf, Side::Write, false)?;
-            let cb = Self::connection_lost_cb(slf)?;
-            Self::call_soon(slf, cb, &[py.None().into_bound(py)])?;
-        }
-        Ok(())
+    /// The write buffer's shared chunks, taken out.
+    fn clear_queue(&mut self) -> Vec<Py<PyAny>> {
+        self.wbuf.clear().into_iter().map(Py::into_any).collect()
     }
 
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let (protocol, connected) = {
-            let t = slf.borrow();
-            (
-                t.protocol.as_ref().map(|p| p.clone_ref(py)),
-                t.protocol_connected,
-            )
-        };
-        let result = match protocol {
-            Some(p) if connected => p
-                .bind(py)
-                .call_method1(pyo3::intern!(py, "connection_lost"), (&exc,))
-                .map(drop),
-            _ => Ok(()),
-        };
+        let result = tell_protocol_lost(slf, &exc)?;
         // asyncio's `finally:` — the socket is closed whatever the protocol did.
         Self::close_socket(slf)?;
         let (protocol, server, wrapper, takes, waiter) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             (
                 t.protocol.take(),
                 t.server.take(),
@@ -309,7 +263,7 @@ impl StreamTransport {
     fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let (protocol, wrapper) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.protocol.as_ref().map(|p| p.clone_ref(py)), t.face(py))
         };
         let face = || wrapper.clone().unwrap_or_else(|| py.None().into_bound(py));
@@ -335,29 +289,6 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// asyncio's `_read_ready`: what the loop runs when the socket is
-    /// readable (also callable directly, as asyncio's is).
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        <Self as Core>::on_ready(slf, Side::Read)
-    }
-
-    /// asyncio's `_write_ready`: what the loop runs when the socket is
-    /// writable.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        <Self as Core>::on_ready(slf, Side::Write)
-    }
-
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ok = {
-            let t = slf.borrow();
-            !t.closing && !t.paused
-        };
-        if ok {
-            set_watching(slf, Side::Read, true)?;
-        }
-        Ok(())
-    }
-
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::write_data(slf, data)
     }
@@ -368,7 +299,7 @@ impl StreamTransport {
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let fd = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.closing || t.eof {
                 return Ok(());
             }
@@ -390,21 +321,21 @@ impl StreamTransport {
 
     #[pyo3(name = "close")]
     fn py_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::close(slf)
+        close(slf)
     }
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
+        force_close(slf, None)
     }
 
     #[pyo3(signature = (exc = None))]
     fn _force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        Self::force_close(slf, exc)
+        force_close(slf, exc)
     }
 
     #[pyo3(signature = (exc, message = "Fatal error on transport"))]
     fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+        fatal(slf, PyErr::from_value(exc.clone()), message)
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -415,65 +346,12 @@ impl StreamTransport {
         self.closing
     }
 
-    fn is_reading(&self) -> bool {
-        !self.closing && !self.paused
-    }
-
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut t = slf.borrow_mut();
-            if t.closing || t.paused {
-                return Ok(());
-            }
-            t.paused = true;
-        }
-        set_watching(slf, Side::Read, false)?;
-        if slf.borrow().debug(py) {
-            log_debug(py, ("%r pauses reading", face_or_core(slf).unbind()))?;
-        }
-        Ok(())
-    }
-
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut t = slf.borrow_mut();
-            if t.closing || !t.paused {
-                return Ok(());
-            }
-            t.paused = false;
-        }
-        set_watching(slf, Side::Read, true)?;
-        if slf.borrow().debug(py) {
-            log_debug(py, ("%r resumes reading", face_or_core(slf).unbind()))?;
-        }
-        Ok(())
-    }
-
-    #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        super::flow::set_write_buffer_limits(slf, high, low)
-    }
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        self.marks.limits(py)
-    }
-
-    fn get_write_buffer_size(&self) -> usize {
-        self.wbuf.len()
-    }
-
     /// The protocol's kind is asked (an `isinstance`, which can run
     /// Python) before the core is borrowed, and the old protocol is let go
     /// after (its finalizer may use the transport).
     fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let buffered = is_buffered(protocol)?;
-        let old = slf.borrow_mut().assign_protocol(protocol, buffered);
+        let old = slf.try_borrow_mut()?.assign_protocol(protocol, buffered);
         drop(old);
         Ok(())
     }
@@ -524,37 +402,28 @@ impl StreamTransport {
 
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if slf.borrow().empty_waiter.is_some() {
+        if slf.try_borrow()?.empty_waiter.is_some() {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
         }
-        let loop_ = slf.borrow().loop_any(py);
+        let loop_ = slf.try_borrow()?.loop_any(py);
         let fut = loop_.call_method0(pyo3::intern!(py, "create_future"))?;
-        if slf.borrow().wbuf.is_empty() {
+        if slf.try_borrow()?.wbuf.is_empty() {
             fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
         }
-        slf.borrow_mut().empty_waiter = Some(fut.clone().unbind());
+        slf.try_borrow_mut()?.empty_waiter = Some(fut.clone().unbind());
         Ok(fut.unbind())
     }
 
-    fn _reset_empty_waiter(slf: &Bound<'_, Self>) {
-        let old = slf.borrow_mut().empty_waiter.take();
+    fn _reset_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let old = slf.try_borrow_mut()?.empty_waiter.take();
         drop(old);
-    }
-
-    #[getter(_protocol_paused)]
-    fn protocol_paused_attr(&self) -> bool {
-        self.protocol_paused
+        Ok(())
     }
 
     /// asyncio's `_paused`: reading was paused by `pause_reading()`.
     #[getter]
     fn _paused(&self) -> bool {
         self.paused
-    }
-
-    #[getter]
-    fn _conn_lost(&self) -> u32 {
-        self.conn_lost
     }
 
     #[getter]
@@ -676,10 +545,10 @@ impl StreamTransport {
     fn close_socket(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (sock, owned, loop_, fd) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             (t.sock.take(), t.owned.take(), t.loop_.clone_ref(py), t.fd)
         };
-        registry::forget(loop_.bind(py), fd.raw(), slf.as_any());
+        registry::forget(loop_.bind(py), fd.raw(), slf.as_any())?;
         drop(owned);
         if let Some(s) = &sock {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;

@@ -25,7 +25,7 @@ impl StreamTransport {
     pub(super) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (lost, buffered, protocol) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.conn_lost > 0,
                 t.buffered,
@@ -48,7 +48,7 @@ impl StreamTransport {
 
     pub(super) fn read_bytes(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let fd = slf.borrow().fd;
+        let fd = slf.try_borrow()?.fd;
         let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| {
             sys::recv(fd, &mut s[..]).map(|n| PyBytes::new(py, &s[..n]))
         });
@@ -56,7 +56,7 @@ impl StreamTransport {
             Ok(d) => d,
             Err(SysError::Again) => return Ok(()),
             Err(SysError::Os(e)) => {
-                return Self::fatal(
+                return super::super::shared::fatal(
                     slf,
                     errors::sys_error(e),
                     "Fatal read error on socket transport",
@@ -67,7 +67,11 @@ impl StreamTransport {
             return Self::on_eof(slf, protocol);
         }
         if let Err(e) = protocol.call_method1(pyo3::intern!(py, "data_received"), (data,)) {
-            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
+            return super::super::shared::fatal(
+                slf,
+                e,
+                "Fatal error: protocol.data_received() call failed.",
+            );
         }
         Ok(())
     }
@@ -87,7 +91,7 @@ impl StreamTransport {
             Os(Errno),
             Failed(PyErr),
         }
-        let fd = slf.borrow().fd;
+        let fd = slf.try_borrow()?.fd;
         let got = ReadScratch::with(&SCRATCH, MAX_READ, |s| match sys::recv(fd, &mut s[..]) {
             Ok(0) => Got::Eof,
             Ok(n) => match TlsProtocol::feed(tls, &s[..n]) {
@@ -101,7 +105,7 @@ impl StreamTransport {
             Got::Again => return Ok(()),
             Got::Eof => return Self::on_eof(slf, protocol),
             Got::Os(e) => {
-                return Self::fatal(
+                return super::super::shared::fatal(
                     slf,
                     errors::sys_error(e),
                     "Fatal read error on socket transport",
@@ -113,7 +117,7 @@ impl StreamTransport {
                 Err(e) => e,
             },
         };
-        Self::fatal(
+        super::super::shared::fatal(
             slf,
             failed,
             "Fatal error: protocol.buffer_updated() call failed.",
@@ -138,23 +142,29 @@ impl StreamTransport {
         let buf = match buf {
             Ok(b) => b,
             Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
+                return super::super::shared::fatal(
+                    slf,
+                    e,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
             }
         };
         // A buffer recv_into() refuses (read-only, say) is a read error in
         // asyncio, which only finds out when it calls recv_into().
         let mut view = match crate::py::WritableBuffer::new(&buf) {
             Ok(v) => v,
-            Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
+            Err(e) => {
+                return super::super::shared::fatal(slf, e, "Fatal read error on socket transport")
+            }
         };
-        let fd = slf.borrow().fd;
+        let fd = slf.try_borrow()?.fd;
         let res = sys::recv(fd, view.as_mut_slice(py));
         drop(view);
         let n = match res {
             Ok(n) => n,
             Err(SysError::Again) => return Ok(()),
             Err(SysError::Os(e)) => {
-                return Self::fatal(
+                return super::super::shared::fatal(
                     slf,
                     errors::sys_error(e),
                     "Fatal read error on socket transport",
@@ -165,7 +175,7 @@ impl StreamTransport {
             return Self::on_eof(slf, protocol);
         }
         if let Err(e) = protocol.call_method1(pyo3::intern!(py, "buffer_updated"), (n,)) {
-            return Self::fatal(
+            return super::super::shared::fatal(
                 slf,
                 e,
                 "Fatal error: protocol.buffer_updated() call failed.",
@@ -176,19 +186,23 @@ impl StreamTransport {
 
     pub(super) fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().debug(py) {
+        if slf.try_borrow()?.debug(py) {
             log_debug(py, ("%r received EOF", face_or_core(slf).unbind()))?;
         }
         let keep_open = match protocol.call_method0(pyo3::intern!(py, "eof_received")) {
             Ok(v) => v.is_truthy()?,
             Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
+                return super::super::shared::fatal(
+                    slf,
+                    e,
+                    "Fatal error: protocol.eof_received() call failed.",
+                )
             }
         };
         if keep_open {
             set_watching(slf, Side::Read, false)
         } else {
-            Self::close(slf)
+            super::super::shared::close(slf)
         }
     }
 }

@@ -3,13 +3,42 @@
 //! with one vectored send per writable event.
 
 use super::super::flow::{maybe_pause_protocol, maybe_resume_protocol};
+use super::super::shared::{write_now_or_queue, Writes};
+use super::super::write_buffer::WriteBuffer;
 use super::super::{drop_lost_write, set_watching};
 use super::StreamTransport;
 use crate::errors;
 use crate::event_loop::fds::Side;
-use crate::sys::{self, SysError};
+use crate::sys::{self, HeldFd, SysError, SysResult};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use rustix::io::Errno;
+
+impl Writes for StreamTransport {
+    fn held_fd(&self) -> HeldFd {
+        self.fd
+    }
+
+    fn write_buffer(&mut self) -> &mut WriteBuffer {
+        &mut self.wbuf
+    }
+
+    fn has_queued(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
+    fn send_now(fd: HeldFd, data: &[u8]) -> SysResult<usize> {
+        sys::send(fd, data)
+    }
+
+    fn write_failed(slf: &Bound<'_, Self>, errno: Errno) -> PyResult<()> {
+        super::super::shared::fatal(
+            slf,
+            errors::sys_error(errno),
+            "Fatal write error on socket transport",
+        )
+    }
+}
 
 impl StreamTransport {
     pub(crate) fn write_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -20,52 +49,15 @@ impl StreamTransport {
         {
             return Err(crate::transports::not_bytes_error(data, true));
         }
-        slf.borrow().check_writable("write")?;
-        let len = data.len()?;
-        if len == 0 {
-            return Ok(());
-        }
-        if drop_lost_write(slf)? {
-            return Ok(());
-        }
-        let (fd, queued) = {
-            let t = slf.borrow();
-            (t.fd, !t.wbuf.is_empty())
-        };
-        // Converted once: sent from, and queued from, the same bytes.
-        let owned: Vec<u8>;
-        let bytes: &[u8] = match data.cast::<PyBytes>() {
-            Ok(b) => b.as_bytes(),
-            Err(_) => {
-                owned = crate::py::buffer_bytes(data)?;
-                &owned
-            }
-        };
-        let mut sent = 0;
-        if !queued {
-            match sys::send(fd, bytes) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(SysError::Again) => {}
-                Err(SysError::Os(e)) => {
-                    return Self::fatal(
-                        slf,
-                        errors::sys_error(e),
-                        "Fatal write error on socket transport",
-                    )
-                }
-            }
-            set_watching(slf, Side::Write, true)?;
-        }
-        slf.borrow_mut().wbuf.push_rest(data, bytes, sent);
-        maybe_pause_protocol(slf)
+        slf.try_borrow()?.check_writable("write")?;
+        write_now_or_queue(slf, data)
     }
 
     pub(super) fn writelines_data(
         slf: &Bound<'_, Self>,
         list_of_data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        slf.borrow().check_writable("writelines")?;
+        slf.try_borrow()?.check_writable("writelines")?;
         let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
         if items.is_empty() {
             return Ok(());
@@ -87,7 +79,7 @@ impl StreamTransport {
             });
         }
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             for item in converted {
                 match item {
                     Item::Shared(b, n) => t.wbuf.push_bytes(b, n),
@@ -96,7 +88,7 @@ impl StreamTransport {
             }
         }
         Self::write_ready(slf)?;
-        if !slf.borrow().wbuf.is_empty() {
+        if !slf.try_borrow()?.wbuf.is_empty() {
             set_watching(slf, Side::Write, true)?;
         }
         maybe_pause_protocol(slf)
@@ -107,7 +99,7 @@ impl StreamTransport {
         let py = slf.py();
         let mut done = Vec::new();
         let res = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.conn_lost > 0 || t.wbuf.is_empty() {
                 return Ok(());
             }
@@ -126,12 +118,16 @@ impl StreamTransport {
             Err(SysError::Again) => return Ok(()),
             Err(SysError::Os(e)) => {
                 set_watching(slf, Side::Write, false)?;
-                let dropped = slf.borrow_mut().wbuf.clear();
+                let dropped = slf.try_borrow_mut()?.wbuf.clear();
                 drop(dropped);
                 let err = errors::sys_error(e);
                 let exc = err.value(py).clone().into_any();
-                Self::fatal(slf, err, "Fatal write error on socket transport")?;
-                let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                super::super::shared::fatal(slf, err, "Fatal write error on socket transport")?;
+                let waiter = slf
+                    .try_borrow()?
+                    .empty_waiter
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
                 if let Some(w) = waiter {
                     w.bind(py)
                         .call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
@@ -141,7 +137,7 @@ impl StreamTransport {
         }
         maybe_resume_protocol(slf)?;
         let (empty, closing, eof, waiter, fd) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.wbuf.is_empty(),
                 t.closing,

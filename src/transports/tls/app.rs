@@ -23,13 +23,13 @@ impl TlsProtocol {
             .unwrap_or(false)
     }
 
-    pub(super) fn state(slf: &Bound<'_, Self>) -> State {
-        slf.borrow().state
+    pub(super) fn state(slf: &Bound<'_, Self>) -> PyResult<State> {
+        Ok(slf.try_borrow()?.state)
     }
 
     /// `_set_state`: only the transitions sslproto allows.
     pub(super) fn set_state(slf: &Bound<'_, Self>, new: State) -> PyResult<()> {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         if !t.state.can_become(new) {
             return Err(PyRuntimeError::new_err(format!(
                 "cannot switch state from SSLProtocolState.{} to SSLProtocolState.{}",
@@ -76,7 +76,7 @@ impl TlsProtocol {
         exc: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let Some(waiter) = slf.borrow_mut().waiter.take() else {
+        let Some(waiter) = slf.try_borrow_mut()?.waiter.take() else {
             return Ok(());
         };
         let waiter = waiter.bind(py);
@@ -96,7 +96,11 @@ impl TlsProtocol {
     /// its finalizer does not warn.
     pub(super) fn mark_app_transport_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let face = slf.borrow().app_transport.as_ref().map(|t| t.clone_ref(py));
+        let face = slf
+            .try_borrow()?
+            .app_transport
+            .as_ref()
+            .map(|t| t.clone_ref(py));
         if let Some(face) = face {
             face.bind(py).setattr(pyo3::intern!(py, "_closed"), true)?;
         }
@@ -112,13 +116,13 @@ impl TlsProtocol {
         message: &str,
     ) -> PyResult<()> {
         let py = slf.py();
-        let transport = slf.borrow().transport(py);
+        let transport = slf.try_borrow()?.transport(py);
         if let Some(t) = transport {
             t.bind(py)
                 .call_method1(pyo3::intern!(py, "_force_close"), (exc,))?;
         }
         if exc.is_instance_of::<PyOSError>() {
-            if slf.borrow().debug(py) {
+            if slf.try_borrow()?.debug(py) {
                 let kw = PyDict::new(py);
                 kw.set_item("exc_info", exc)?;
                 crate::py::asyncio(py)?.logger.bind(py).call_method(
@@ -129,7 +133,7 @@ impl TlsProtocol {
             }
         } else if !exc.is_instance(names(py)?.cancelled_error.bind(py))? {
             let (loop_, transport) = {
-                let t = slf.borrow();
+                let t = slf.try_borrow()?;
                 (t.loop_any(py), t.transport(py))
             };
             let me = slf.clone().into_any().unbind();
@@ -158,7 +162,7 @@ impl TlsProtocol {
     /// the exception handler, as sslproto's `_control_app_writing` does.
     pub(super) fn notify_app(slf: &Bound<'_, Self>, method: &str) -> PyResult<()> {
         let py = slf.py();
-        let Some(p) = slf.borrow().app_protocol(py) else {
+        let Some(p) = slf.try_borrow()?.app_protocol(py) else {
             return Ok(());
         };
         if let Err(e) = p.bind(py).call_method0(method) {
@@ -166,7 +170,7 @@ impl TlsProtocol {
                 return Err(e);
             }
             let (loop_, face) = {
-                let t = slf.borrow();
+                let t = slf.try_borrow()?;
                 (
                     t.loop_any(py),
                     t.app_transport.as_ref().map(|f| f.clone_ref(py)),
@@ -191,7 +195,7 @@ impl TlsProtocol {
         method: &Bound<'_, PyString>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let loop_ = slf.borrow().loop_any(py);
+        let loop_ = slf.try_borrow()?.loop_any(py);
         loop_.call_method1(pyo3::intern!(py, "call_soon"), (slf.getattr(method)?,))?;
         Ok(())
     }
@@ -204,7 +208,7 @@ impl TlsProtocol {
         method: &Bound<'_, PyString>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let loop_ = slf.borrow().loop_any(py);
+        let loop_ = slf.try_borrow()?.loop_any(py);
         let handle = loop_.call_method1(
             pyo3::intern!(py, "call_later"),
             (timeout, slf.getattr(method)?),

@@ -11,7 +11,7 @@ impl TlsProtocol {
     pub(super) fn start_handshake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (loop_, debug, timeout) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.loop_any(py),
                 t.debug(py),
@@ -21,23 +21,23 @@ impl TlsProtocol {
         if debug {
             Self::log(slf, "%r starts SSL handshake")?;
             let now: f64 = loop_.call_method0(pyo3::intern!(py, "time"))?.extract()?;
-            slf.borrow_mut().handshake_start = Some(now);
+            slf.try_borrow_mut()?.handshake_start = Some(now);
         } else {
-            slf.borrow_mut().handshake_start = None;
+            slf.try_borrow_mut()?.handshake_start = None;
         }
         Self::set_state(slf, State::DoHandshake)?;
         let handle =
             Self::call_later_own(slf, timeout, pyo3::intern!(py, "_check_handshake_timeout"))?;
-        slf.borrow_mut().handshake_timeout_handle = Some(handle);
+        slf.try_borrow_mut()?.handshake_timeout_handle = Some(handle);
         Self::do_handshake(slf)
     }
 
     pub(super) fn check_handshake_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if Self::state(slf) != State::DoHandshake {
+        if Self::state(slf)? != State::DoHandshake {
             return Ok(());
         }
-        let timeout = slf.borrow().handshake_timeout.clone_ref(py);
+        let timeout = slf.try_borrow()?.handshake_timeout.clone_ref(py);
         let msg = format!(
             "SSL handshake is taking longer than {} seconds: aborting the connection",
             timeout.bind(py).str()?
@@ -49,7 +49,7 @@ impl TlsProtocol {
     /// `_do_handshake`: one step; OpenSSL asks for more data until done.
     pub(super) fn do_handshake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let raw = slf.borrow().raw.clone_ref(py);
+        let raw = slf.try_borrow()?.raw.clone_ref(py);
         match raw.bind(py).call_method0(pyo3::intern!(py, "do_handshake")) {
             Ok(_) => Self::on_handshake_complete(slf, None),
             Err(e) if is_again(py, &e)? => Self::process_outgoing(slf),
@@ -64,11 +64,11 @@ impl TlsProtocol {
         handshake_exc: Option<PyErr>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let handle = slf.borrow_mut().handshake_timeout_handle.take();
+        let handle = slf.try_borrow_mut()?.handshake_timeout_handle.take();
         if let Some(h) = handle {
             h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
         }
-        let sslobj = slf.borrow().sslobj.clone_ref(py);
+        let sslobj = slf.try_borrow()?.sslobj.clone_ref(py);
         let sslobj = sslobj.bind(py);
         let peercert = match handshake_exc {
             Some(e) => Err(e),
@@ -91,7 +91,7 @@ impl TlsProtocol {
             Err(e) => return Err(e),
         };
         let (loop_, debug, start, extra) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.loop_any(py),
                 t.debug(py),
@@ -113,7 +113,7 @@ impl TlsProtocol {
         )?;
         extra.set_item("ssl_object", sslobj)?;
         let connect = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.app_state == super::AppState::Init {
                 t.app_state = super::AppState::ConMade;
                 t.app_protocol(py)
@@ -139,7 +139,7 @@ impl TlsProtocol {
     /// `_start_shutdown`: flush, then close_notify, bounded by the shutdown
     /// timeout; during the handshake there is nothing to flush: abort.
     pub(super) fn start_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let state = Self::state(slf);
+        let state = Self::state(slf)?;
         if matches!(state, State::Flushing | State::Shutdown | State::Unwrapped) {
             return Ok(());
         }
@@ -156,19 +156,19 @@ impl TlsProtocol {
     /// keeps its handle, to be cancelled when the shutdown ends.
     fn start_shutdown_timer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let timeout = slf.borrow().shutdown_timeout.clone_ref(py);
+        let timeout = slf.try_borrow()?.shutdown_timeout.clone_ref(py);
         let handle =
             Self::call_later_own(slf, timeout, pyo3::intern!(py, "_check_shutdown_timeout"))?;
-        slf.borrow_mut().shutdown_timeout_handle = Some(handle);
+        slf.try_borrow_mut()?.shutdown_timeout_handle = Some(handle);
         Ok(())
     }
 
     pub(super) fn check_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if !matches!(Self::state(slf), State::Flushing | State::Shutdown) {
+        if !matches!(Self::state(slf)?, State::Flushing | State::Shutdown) {
             return Ok(());
         }
-        let Some(t) = slf.borrow().transport(py) else {
+        let Some(t) = slf.try_borrow()?.transport(py) else {
             return Ok(());
         };
         let exc = PyTimeoutError::new_err("SSL shutdown timed out").into_value(py);
@@ -189,7 +189,7 @@ impl TlsProtocol {
     pub(super) fn do_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (eof, sslobj) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.eof_received, t.sslobj.clone_ref(py))
         };
         let res = if eof {
@@ -217,11 +217,11 @@ impl TlsProtocol {
         if exc.is_none() && super::names(py)?.keep_shutdown_timer {
             // 3.14: the timeout stays (or starts, when the peer began the
             // shutdown) until connection_lost.
-            if slf.borrow().shutdown_timeout_handle.is_none() {
+            if slf.try_borrow()?.shutdown_timeout_handle.is_none() {
                 Self::start_shutdown_timer(slf)?;
             }
         } else {
-            let handle = slf.borrow_mut().shutdown_timeout_handle.take();
+            let handle = slf.try_borrow_mut()?.shutdown_timeout_handle.take();
             if let Some(h) = handle {
                 h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
             }
@@ -233,7 +233,7 @@ impl TlsProtocol {
             }
             None => {
                 let (loop_, transport) = {
-                    let t = slf.borrow();
+                    let t = slf.try_borrow()?;
                     (t.loop_any(py), t.transport(py))
                 };
                 if let Some(t) = transport {
@@ -252,7 +252,7 @@ impl TlsProtocol {
     pub(super) fn abort(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         Self::set_state(slf, State::Unwrapped)?;
-        let Some(t) = slf.borrow().transport(py) else {
+        let Some(t) = slf.try_borrow()?.transport(py) else {
             return Ok(());
         };
         let t = t.bind(py);
@@ -267,16 +267,16 @@ impl TlsProtocol {
     /// `eof_received` from the socket transport.
     pub(super) fn on_eof(slf: &Bound<'_, Self>) -> PyResult<Option<bool>> {
         let py = slf.py();
-        slf.borrow_mut().eof_received = true;
+        slf.try_borrow_mut()?.eof_received = true;
         let res = (|| -> PyResult<Option<bool>> {
-            if slf.borrow().debug(py) {
+            if slf.try_borrow()?.debug(py) {
                 Self::log(slf, "%r received EOF")?;
             }
-            match Self::state(slf) {
+            match Self::state(slf)? {
                 State::DoHandshake => Self::handshake_reset(slf)?,
                 State::Wrapped => {
                     Self::set_state(slf, State::Flushing)?;
-                    if slf.borrow().app_reading_paused {
+                    if slf.try_borrow()?.app_reading_paused {
                         return Ok(Some(true));
                     }
                     Self::do_flush(slf)?;
@@ -293,7 +293,7 @@ impl TlsProtocol {
         })();
         match res {
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(py) => {
-                let transport = slf.borrow().transport(py);
+                let transport = slf.try_borrow()?.transport(py);
                 if let Some(t) = transport {
                     t.bind(py).call_method0(pyo3::intern!(py, "close"))?;
                 }

@@ -241,7 +241,7 @@ impl TlsProtocol {
     fn _get_app_transport(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             if let Some(face) = &t.app_transport {
                 return Ok(face.clone_ref(py));
             }
@@ -251,9 +251,9 @@ impl TlsProtocol {
                 ));
             }
         }
-        let loop_ = slf.borrow().loop_any(py);
+        let loop_ = slf.try_borrow()?.loop_any(py);
         let face = names(py)?.face.bind(py).call1((loop_, slf))?.unbind();
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         t.app_transport = Some(face.clone_ref(py));
         t.app_transport_created = true;
         Ok(face)
@@ -268,7 +268,7 @@ impl TlsProtocol {
             .and_then(|c| c.cast_into::<StreamTransport>().ok())
             .map(Bound::unbind);
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.transport = Some(transport.clone().unbind());
             t.lower = lower;
         }
@@ -278,7 +278,7 @@ impl TlsProtocol {
     fn connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (backlog, outgoing) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.backlog_size = 0;
             t.conn_lost += 1;
             (std::mem::take(&mut t.backlog), t.outgoing.clone_ref(py))
@@ -287,7 +287,7 @@ impl TlsProtocol {
         outgoing.bind(py).call_method0(pyo3::intern!(py, "read"))?;
         Self::mark_app_transport_closed(slf)?;
         let lost_cb = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             let tell_app = t.state != State::DoHandshake
                 && matches!(t.app_state, AppState::ConMade | AppState::Eof);
             if tell_app {
@@ -298,7 +298,7 @@ impl TlsProtocol {
             }
         };
         if let Some(p) = lost_cb {
-            let loop_ = slf.borrow().loop_any(py);
+            let loop_ = slf.try_borrow()?.loop_any(py);
             loop_.call_method1(
                 pyo3::intern!(py, "call_soon"),
                 (
@@ -309,7 +309,7 @@ impl TlsProtocol {
         }
         Self::set_state(slf, State::Unwrapped)?;
         let dropped = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             t.lower = None;
             (
                 t.transport.take(),
@@ -321,7 +321,7 @@ impl TlsProtocol {
         let exc = Some(&exc).filter(|e| !e.is_none());
         Self::wakeup_waiter(slf, exc)?;
         let handles = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             (
                 t.shutdown_timeout_handle.take(),
                 t.handshake_timeout_handle.take(),
@@ -350,7 +350,7 @@ impl TlsProtocol {
 
     /// The socket transport's buffer went over its high-water mark.
     fn pause_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         if t.ssl_writing_paused {
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
@@ -361,7 +361,7 @@ impl TlsProtocol {
     /// The socket transport's buffer drained to its low-water mark.
     fn resume_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if !t.ssl_writing_paused {
                 return Err(pyo3::exceptions::PyAssertionError::new_err(()));
             }
@@ -380,7 +380,7 @@ impl TlsProtocol {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let (extra, transport) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.extra.clone_ref(py), t.transport(py))
         };
         if let Some(v) = extra.bind(py).get_item(name)? {
@@ -398,7 +398,7 @@ impl TlsProtocol {
 
     fn _set_app_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let buffered = Self::app_is_buffered(protocol)?;
-        let old = slf.borrow_mut().set_app_protocol(protocol, buffered);
+        let old = slf.try_borrow_mut()?.set_app_protocol(protocol, buffered);
         drop(old);
         Ok(())
     }
@@ -483,7 +483,7 @@ impl TlsProtocol {
     ) -> PyResult<()> {
         // The marks are read (`__index__`, comparisons: Python) unborrowed.
         let marks = WaterMarks::from_args_default(high, low, WRITE_HIGH_WATER)?;
-        slf.borrow_mut().outgoing_marks = marks;
+        slf.try_borrow_mut()?.outgoing_marks = marks;
         Ok(())
     }
 
@@ -494,7 +494,7 @@ impl TlsProtocol {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let marks = WaterMarks::from_args_default(high, low, READ_HIGH_WATER)?;
-        slf.borrow_mut().incoming_marks = marks;
+        slf.try_borrow_mut()?.incoming_marks = marks;
         Ok(())
     }
 
@@ -524,7 +524,7 @@ impl TlsProtocol {
 
     /// What `_resume_reading` schedules.
     fn _resume_app_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        match Self::state(slf) {
+        match Self::state(slf)? {
             State::Wrapped => Self::do_read(slf),
             State::Flushing => Self::do_flush(slf),
             State::Shutdown => Self::do_shutdown(slf),
@@ -557,7 +557,7 @@ impl TlsProtocol {
     /// transport counts that as closing too.
     fn _is_transport_closing(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
-        let Some(t) = slf.borrow().transport(py) else {
+        let Some(t) = slf.try_borrow()?.transport(py) else {
             return Ok(false);
         };
         t.bind(py)
@@ -578,7 +578,7 @@ impl TlsProtocol {
     #[pyo3(name = "_test__append_write_backlog")]
     fn test_append_write_backlog(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let len = data.len()?;
-        let mut t = slf.borrow_mut();
+        let mut t = slf.try_borrow_mut()?;
         t.backlog.push_back((data.clone().unbind(), len));
         t.backlog_size += len;
         Ok(())

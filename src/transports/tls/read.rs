@@ -121,7 +121,7 @@ impl TlsProtocol {
     /// BIO, then on through the state machine (`buffer_updated`).
     pub(crate) fn feed(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
         let py = slf.py();
-        let incoming = slf.borrow().incoming.clone_ref(py);
+        let incoming = slf.try_borrow()?.incoming.clone_ref(py);
         bio_write(incoming.bind(py), data)
     }
 
@@ -130,12 +130,12 @@ impl TlsProtocol {
     /// it is sslproto's `max_size` long, as asyncio's.
     pub(super) fn lend_buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(v) = &slf.borrow().rx_view {
+        if let Some(v) = &slf.try_borrow()?.rx_view {
             return Ok(v.clone_ref(py));
         }
         let buf = PyByteArray::new_with(py, MAX_SIZE, |_| Ok(()))?;
         let view = PyMemoryView::from(buf.as_any())?.into_any().unbind();
-        slf.borrow_mut().rx_view = Some(view.clone_ref(py));
+        slf.try_borrow_mut()?.rx_view = Some(view.clone_ref(py));
         Ok(view)
     }
 
@@ -144,7 +144,7 @@ impl TlsProtocol {
     pub(super) fn take_lent(slf: &Bound<'_, Self>, nbytes: usize) -> PyResult<()> {
         let py = slf.py();
         let view = Self::lend_buffer(slf)?.into_bound(py);
-        let incoming = slf.borrow().incoming.clone_ref(py);
+        let incoming = slf.try_borrow()?.incoming.clone_ref(py);
         let part = view.get_item(pyo3::types::PySlice::new(py, 0, nbytes as isize, 1))?;
         incoming
             .bind(py)
@@ -155,7 +155,7 @@ impl TlsProtocol {
     /// The rest of `buffer_updated`: what the new ciphertext means in the
     /// current state.
     pub(crate) fn on_incoming(slf: &Bound<'_, Self>) -> PyResult<()> {
-        match Self::state(slf) {
+        match Self::state(slf)? {
             State::DoHandshake => Self::do_handshake(slf),
             State::Wrapped => Self::do_read(slf),
             State::Flushing => Self::do_flush(slf),
@@ -167,12 +167,12 @@ impl TlsProtocol {
     /// `_do_read`: plaintext to the application unless it paused reading,
     /// then whatever OpenSSL has to send, then read flow control.
     pub(super) fn do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if !matches!(Self::state(slf), State::Wrapped | State::Flushing) {
+        if !matches!(Self::state(slf)?, State::Wrapped | State::Flushing) {
             return Ok(());
         }
         let res = (|| {
             let (paused, buffered) = {
-                let t = slf.borrow();
+                let t = slf.try_borrow()?;
                 (t.app_reading_paused, t.app_buffered)
             };
             if !paused {
@@ -181,7 +181,7 @@ impl TlsProtocol {
                 } else {
                     Self::read_copied(slf)?;
                 }
-                if slf.borrow().backlog.is_empty() {
+                if slf.try_borrow()?.backlog.is_empty() {
                     Self::process_outgoing(slf)?;
                 } else {
                     Self::do_write(slf)?;
@@ -215,7 +215,7 @@ impl TlsProtocol {
     fn read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (raw, incoming) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.raw.clone_ref(py), t.incoming.clone_ref(py))
         };
         let (raw, incoming) = (raw.bind(py), incoming.bind(py));
@@ -258,7 +258,7 @@ impl TlsProtocol {
         // gets a buffer of its own.
         let data = ReadScratch::with(&PLAIN, MAX_SIZE, collect)?;
         if let Some(data) = data {
-            let app = slf.borrow().app_protocol(py);
+            let app = slf.try_borrow()?.app_protocol(py);
             if let Some(app) = app {
                 app.bind(py)
                     .call_method1(pyo3::intern!(py, "data_received"), (data,))?;
@@ -276,7 +276,7 @@ impl TlsProtocol {
     fn read_buffered(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (raw, app) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.raw.clone_ref(py), t.app_protocol(py))
         };
         let Some(app) = app else { return Ok(()) };
@@ -329,7 +329,7 @@ impl TlsProtocol {
     pub(super) fn call_eof_received(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let app = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if t.app_state != super::AppState::ConMade {
                 return Ok(());
             }
@@ -360,7 +360,7 @@ impl TlsProtocol {
 
     pub(super) fn read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
         let py = slf.py();
-        let incoming = slf.borrow().incoming.clone_ref(py);
+        let incoming = slf.try_borrow()?.incoming.clone_ref(py);
         incoming
             .bind(py)
             .getattr(pyo3::intern!(py, "pending"))?
@@ -373,7 +373,7 @@ impl TlsProtocol {
         let py = slf.py();
         let size = Self::read_buffer_size(slf)?;
         let call = {
-            let t = &mut *slf.borrow_mut();
+            let t = &mut *slf.try_borrow_mut()?;
             super::flip(&mut t.ssl_reading_paused, &t.incoming_marks, size)
         };
         if let Some(pause) = call {
@@ -382,7 +382,7 @@ impl TlsProtocol {
             } else {
                 "resume_reading"
             };
-            let transport = slf.borrow().transport(py);
+            let transport = slf.try_borrow()?.transport(py);
             if let Some(t) = transport {
                 t.bind(py).call_method0(method)?;
             }
@@ -395,7 +395,7 @@ impl TlsProtocol {
     pub(super) fn resume_app_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if !t.app_reading_paused {
                 return Ok(());
             }

@@ -50,7 +50,7 @@ impl TlsProtocol {
     /// on, logged.
     fn drop_lost_write(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let warn = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             if !t.state.refuses_writes() {
                 return Ok(false);
             }
@@ -75,7 +75,7 @@ impl TlsProtocol {
         items: impl IntoIterator<Item = (Bound<'py, PyAny>, usize)>,
     ) -> PyResult<()> {
         let wrapped = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.try_borrow_mut()?;
             for (d, len) in items {
                 t.backlog.push_back((d.unbind(), len));
                 t.backlog_size += len;
@@ -92,11 +92,11 @@ impl TlsProtocol {
     /// `_do_write`: the backlog into OpenSSL, then the ciphertext out.
     pub(super) fn do_write(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let raw = slf.borrow().raw.clone_ref(py);
+        let raw = slf.try_borrow()?.raw.clone_ref(py);
         let raw = raw.bind(py);
         loop {
             let front = {
-                let t = slf.borrow();
+                let t = slf.try_borrow()?;
                 t.backlog.front().map(|(d, n)| (d.clone_ref(py), *n))
             };
             let Some((data, len)) = front else { break };
@@ -112,13 +112,13 @@ impl TlsProtocol {
                     isize::MAX,
                     1,
                 ))?;
-                let mut t = slf.borrow_mut();
+                let mut t = slf.try_borrow_mut()?;
                 if let Some(front) = t.backlog.front_mut() {
                     *front = (rest.unbind(), len - count);
                 }
                 t.backlog_size -= count.min(t.backlog_size);
             } else {
-                let mut t = slf.borrow_mut();
+                let mut t = slf.try_borrow_mut()?;
                 let done = t.backlog.pop_front();
                 t.backlog_size -= len.min(t.backlog_size);
                 drop(t);
@@ -133,7 +133,7 @@ impl TlsProtocol {
     pub(super) fn process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (paused, outgoing, lower, transport) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (
                 t.ssl_writing_paused,
                 t.outgoing.clone_ref(py),
@@ -162,7 +162,7 @@ impl TlsProtocol {
     pub(super) fn write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
         let py = slf.py();
         let (outgoing, backlog) = {
-            let t = slf.borrow();
+            let t = slf.try_borrow()?;
             (t.outgoing.clone_ref(py), t.backlog_size)
         };
         let pending: usize = outgoing
@@ -177,7 +177,7 @@ impl TlsProtocol {
     pub(super) fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let size = Self::write_buffer_size(slf)?;
         let call = {
-            let t = &mut *slf.borrow_mut();
+            let t = &mut *slf.try_borrow_mut()?;
             super::flip(&mut t.app_writing_paused, &t.outgoing_marks, size)
         };
         match call {
