@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import os
 import resource
 import subprocess
@@ -21,6 +19,7 @@ import sys
 import textwrap
 
 import pytest
+from _memory import rss_mb
 from _net import no_fd_leak, open_fds  # noqa: F401
 from conftest import run
 
@@ -48,18 +47,6 @@ def nofile_limit(needed: int):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def rss_mb() -> float:
-    """VmRSS, after the C allocator gave back what it can."""
-    gc.collect()
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None).malloc_trim(0)
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 PEER_PRELUDE = """
