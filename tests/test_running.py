@@ -2,7 +2,6 @@
 
 import asyncio
 import sys
-import textwrap
 import warnings
 
 import pytest
@@ -443,57 +442,3 @@ def test_event_loop_policy_is_asyncios_default_policy(restore_policy):
         assert isinstance(loop, ferroloop.Loop)
     finally:
         loop.close()
-
-
-# --- python -m ferroloop ------------------------------------------------------------
-
-SCRIPT = textwrap.dedent(
-    """
-    import asyncio, sys
-
-    async def main():
-        print(type(asyncio.get_running_loop()).__name__, __name__, sys.argv[1:])
-        await asyncio.sleep(0.01)
-        if sys.argv[1:2] == ["exit"]:
-            raise SystemExit(int(sys.argv[2]))
-        if sys.argv[1:2] == ["fail"]:
-            raise ValueError("failed in the script")
-
-    asyncio.run(main())
-    """
-)
-
-
-@pytest.fixture
-def script(tmp_path):
-    path = tmp_path / "script.py"
-    path.write_text(SCRIPT)
-    return path
-
-
-def command(loop_name, *argv):
-    return ("-m", "ferroloop", *argv) if loop_name == "ferroloop" else argv
-
-
-def test_python_m_ferroloop_runs_a_script_with_its_arguments(loop_name, script):
-    result = python(*command(loop_name, str(script), "a b", "c"))
-    assert result.returncode == 0, result.stderr
-    loop_type = "Loop" if loop_name == "ferroloop" else "_UnixSelectorEventLoop"
-    assert result.stdout == f"{loop_type} __main__ ['a b', 'c']\n"
-    assert result.stderr == ""
-
-
-def test_python_m_ferroloop_keeps_the_scripts_exit_status(loop_name, script):
-    result = python(*command(loop_name, str(script), "exit", "3"))
-    assert result.returncode == 3
-    failed = python(*command(loop_name, str(script), "fail"))
-    assert failed.returncode == 1
-    assert failed.stderr.rstrip().endswith("ValueError: failed in the script")
-
-
-def test_python_m_ferroloop_runs_a_module(loop_name, script):
-    args = ("-m", "script", "x") if loop_name == "asyncio" else ("-m", "ferroloop", "-m", "script", "x")
-    result = python(*args, cwd=script.parent)
-    assert result.returncode == 0, result.stderr
-    loop_type = "Loop" if loop_name == "ferroloop" else "_UnixSelectorEventLoop"
-    assert result.stdout == f"{loop_type} __main__ ['x']\n"

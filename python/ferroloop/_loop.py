@@ -52,6 +52,11 @@ _TRANSPORTS_TAKE_CONTEXT = "context" in inspect.signature(_Selector._make_socket
 _START_TLS_TAKES_READER_BUFFER = "_stream_reader" in base_events.BaseEventLoop.start_tls.__code__.co_consts
 
 
+# Whether this process has made a ferroloop loop: `python -m ferroloop` says
+# at exit when the program never did (a framework made its own loop).
+_made = False
+
+
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
 # scheduling methods' return types differ nominally from typeshed's.
 class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
@@ -69,6 +74,8 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         _make_self_pipe: Any
 
     def __init__(self) -> None:
+        global _made
+        _made = True
         self._signal_handlers: dict = {}
         self._ssock = self._csock = None
         self._internal_fds = 0
