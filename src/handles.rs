@@ -144,6 +144,7 @@ impl Handle {
             .call_method0(pyo3::intern!(py, "get_debug"))?
             .is_truthy()?;
         let cb = py::format_callback_source(py, callback, args, debug)?;
+        let err = py::with_calling_frame(py, err);
         let mut ctx = HandlerContext::new(py, &format!("Exception in callback {cb}"))?
             .exception(err)?
             .with("handle", slf)?;

@@ -145,6 +145,49 @@ pub fn run_in_context<'py, R>(
     result
 }
 
+/// `err`, given the innermost Python frame as its traceback when it has
+/// none. An exception raised by C code that Rust called directly (a callback
+/// that is not callable, a builtin's error) has no frame of its own, so its
+/// log would lack the `Traceback (most recent call last):` lines asyncio
+/// prints (asyncio's always show `Handle._run`). The frame added is the one
+/// that ran the loop, which is where the callback was called from.
+pub fn with_calling_frame(py: Python<'_>, err: PyErr) -> PyErr {
+    if err.traceback(py).is_some() {
+        return err;
+    }
+    err.restore(py);
+    // SAFETY: we hold the GIL and an exception is set (restored just above).
+    // PyEval_GetFrame returns a borrowed frame or NULL; PyTraceBack_Here only
+    // reads it, and on failure leaves a (chained) exception set, which the
+    // fetch below takes either way.
+    unsafe {
+        let frame = ffi::PyEval_GetFrame();
+        if !frame.is_null() {
+            ffi::PyTraceBack_Here(frame);
+        }
+    }
+    PyErr::fetch(py)
+}
+
+/// `object.__setattr__(obj, name, value)`, or `object.__delattr__(obj,
+/// name)` when `value` is None: for a class that defines `__setattr__` to
+/// watch a name and otherwise stores as Python would.
+pub fn generic_setattr(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let value = value.map_or(std::ptr::null_mut(), |v| v.as_ptr());
+    // SAFETY: we hold the GIL; `obj` and `name` (a str, as the type
+    // requires) are live for the call, and `value` is either live or NULL,
+    // which PyObject_GenericSetAttr documents as a deletion. It returns -1
+    // with an exception set on failure.
+    if unsafe { ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) } < 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    Ok(())
+}
+
 fn is_context(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: PyContext_CheckExact only reads the object's type pointer; the
     // object is alive for the borrow.

@@ -1,6 +1,7 @@
 """Wrong types and odd values: the same errors (or the same tolerance) as asyncio."""
 
 import asyncio
+import decimal
 import math
 import socket
 
@@ -10,6 +11,11 @@ from conftest import run_once
 
 def noop(*args):
     pass
+
+
+class OnlyFloat:
+    def __float__(self):
+        return 1.0
 
 
 # --- delays and deadlines ---------------------------------------------------------------
@@ -22,10 +28,25 @@ def test_none_delay_and_deadline(loop):
         loop.call_at(None, noop)
 
 
-@pytest.mark.parametrize("delay", ["1", b"1", [1], object()])
-def test_non_number_delay(loop, delay):
-    with pytest.raises(TypeError):
+@pytest.mark.parametrize("delay", ["1", b"1", [1], object(), decimal.Decimal(1), OnlyFloat()])
+def test_non_number_delay_fails_as_time_plus_delay_does(loop, delay):
+    # asyncio computes `self.time() + delay`: the TypeError is that of `+`.
+    message = f"unsupported operand type(s) for +: 'float' and '{type(delay).__qualname__}'"
+    if isinstance(delay, decimal.Decimal):
+        message = message.replace("'Decimal'", "'decimal.Decimal'")
+    with pytest.raises(TypeError) as caught:
         loop.call_later(delay, noop)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_argument_errors_name_base_event_loop(loop, method):
+    with pytest.raises(TypeError) as unexpected:
+        getattr(loop, method)(noop, x=1)
+    assert str(unexpected.value) == f"BaseEventLoop.{method}() got an unexpected keyword argument 'x'"
+    with pytest.raises(TypeError) as missing:
+        getattr(loop, method)()
+    assert str(missing.value) == f"BaseEventLoop.{method}() missing 1 required positional argument: 'callback'"
 
 
 @pytest.mark.parametrize("when", ["1", b"1", object()])

@@ -194,6 +194,24 @@ def test_default_handler_log_format(loop_factory, caplog):
     assert isinstance(record.exc_info[1], ValueError)
 
 
+@pytest.mark.parametrize("callback", [1, int], ids=["not callable", "a builtin"])
+def test_a_callback_failing_in_c_code_is_logged_with_a_traceback(loop_factory, caplog, callback):
+    """asyncio's log shows `Traceback (most recent call last):` and the
+    frame that called the callback even when the error comes from C code."""
+    loop = loop_factory()
+    try:
+        loop.call_soon(callback, "x")
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    [record] = caplog.records
+    exc = record.exc_info[1]
+    assert isinstance(exc, (TypeError, ValueError))
+    assert exc.__traceback__ is not None
+    assert "Traceback (most recent call last):\n  File " in caplog.text
+
+
 def test_default_handler_logs_extra_context_keys(loop_factory, caplog):
     loop = loop_factory()
     try:

@@ -37,7 +37,7 @@ ASYNCIO = {
 
 
 def owner(name: str) -> str:
-    if name in vars(_ferroloop.LoopCore):
+    if name in vars(_ferroloop.BaseEventLoop):
         return "rust"
     if name in vars(ferroloop.Loop):
         found = _from_asyncio.resolve(name)
@@ -103,4 +103,4 @@ def test_binding_over_a_method_of_ferroloop_is_refused():
             raise NotImplementedError
 
     with pytest.raises(TypeError, match=r"^Probe\.create_connection is ferroloop's own"):
-        _from_asyncio.bind(Probe, _ferroloop.LoopCore)
+        _from_asyncio.bind(Probe, _ferroloop.BaseEventLoop)

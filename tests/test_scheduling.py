@@ -297,3 +297,76 @@ def test_callbacks_sharing_a_context_see_each_others_changes(loop):
     run_once(loop)
     assert seen == ["first", "default"]
     assert ctx[VAR] == "first"
+
+
+# --- a replaced time() ---------------------------------------------------------------
+# Test suites control when timers fire by replacing `loop.time`; asyncio's
+# loop reads the replacement in call_later and in each iteration.
+
+
+def test_time_patched_on_the_loop_decides_when_timers_fire(loop):
+    from unittest import mock
+
+    fired = []
+    with mock.patch.object(loop, "time", return_value=1000.0):
+        loop.call_later(10, fired.append, "later")  # due at 1010
+        loop.call_at(1005, fired.append, "at")
+        run_once(loop)
+        assert fired == []
+        loop.time.return_value = 1006.0
+        run_once(loop)
+        assert fired == ["at"]
+        loop.time.return_value = 1010.0
+        run_once(loop)
+        assert fired == ["at", "later"]
+    # Unpatched, the real clock is back: a timer due in an hour waits.
+    assert "time" not in vars(loop)
+    loop.call_later(3600, fired.append, "hour")
+    loop.call_soon(fired.append, "soon")
+    run_once(loop)
+    assert fired == ["at", "later", "soon"]
+
+
+def test_time_set_on_the_loop_and_deleted(loop):
+    fired = []
+    loop.time = lambda: 50.0
+    loop.call_later(1, fired.append, 1)
+    loop.time = lambda: 51.0
+    run_once(loop)
+    assert fired == [1]
+    del loop.time
+    assert loop.time() < 50.0 or loop.time() > 51.0
+    loop.call_at(loop.time() + 3600, fired.append, 2)
+    loop.call_soon(fired.append, 3)
+    run_once(loop)
+    assert fired == [1, 3]
+
+
+def test_time_replaced_in_a_subclass(loop_factory):
+    probe = loop_factory()
+    base = type(probe)
+    probe.close()
+
+    class FakeClock(base):
+        now = 0.0
+
+        def time(self):
+            return self.now
+
+    loop = FakeClock()
+    try:
+        fired = []
+
+        async def main():
+            task = asyncio.ensure_future(asyncio.sleep(30, "slept"))
+            await asyncio.sleep(0)
+            loop.now = 30.0
+            return await task
+
+        assert loop.run_until_complete(main()) == "slept"
+        loop.call_later(5, fired.append, "five")
+        loop.now = 35.0
+        run_once(loop)
+        assert fired == ["five"]
+    finally:
+        loop.close()

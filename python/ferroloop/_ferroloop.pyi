@@ -11,7 +11,7 @@ __version__: str
 __all__ = [
     "Handle",
     "TimerHandle",
-    "LoopCore",
+    "BaseEventLoop",
     "StreamTransport",
     "TlsProtocol",
     "DatagramTransport",
@@ -65,8 +65,10 @@ class TimerHandle(Handle):
     def __hash__(self) -> int: ...
 
 @disjoint_base
-class LoopCore:
-    """The Rust core of ferroloop.Loop: scheduling, timers, the poller."""
+class BaseEventLoop:
+    """The Rust core of ferroloop.Loop: scheduling, timers, the poller.
+
+    Named as asyncio's class, so that argument errors read as asyncio's."""
 
     slow_callback_duration: float
     _debug: bool
@@ -78,7 +80,7 @@ class LoopCore:
     def _current_handle(self) -> Handle | None: ...
     @property
     def _task_factory(self) -> Callable[..., Any] | None: ...
-    def __new__(cls, *_args: Any, **_kwargs: Any) -> LoopCore: ...
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> BaseEventLoop: ...
     def call_soon(
         self, callback: Callable[..., object], *args: Any, context: Context | None = None
     ) -> Handle: ...
@@ -102,6 +104,10 @@ class LoopCore:
         context: Context | None = None,
     ) -> TimerHandle: ...
     def time(self) -> float: ...
+    def __setattr__(self, name: str, value: Any, /) -> None: ...
+    def __delattr__(self, name: str, /) -> None: ...
+    def _note_time_source(self) -> None:
+        """Notes whether the class replaces `time`; timers then read it."""
     def _add_callback(self, handle: Any) -> None: ...
     def _timer_handle_cancelled(self, handle: Any) -> None: ...
     def _run_once(self) -> None: ...
@@ -155,7 +161,7 @@ class StreamTransport:
 
     def __new__(
         cls,
-        loop_: LoopCore,
+        loop_: BaseEventLoop,
         sock: Any,
         protocol: Any,
         wrapper: Any,
@@ -215,7 +221,7 @@ class TlsProtocol:
 
     def __new__(
         cls,
-        loop_: LoopCore,
+        loop_: BaseEventLoop,
         app_protocol: Any,
         sslcontext: Any,
         waiter: Any,
@@ -287,7 +293,7 @@ class DatagramTransport:
 
     def __new__(
         cls,
-        loop_: LoopCore,
+        loop_: BaseEventLoop,
         sock: Any,
         protocol: Any,
         wrapper: Any,
@@ -330,7 +336,7 @@ class DatagramTransport:
 class ReadPipeTransport:
     """The Rust core of a read-pipe transport."""
 
-    def __new__(cls, loop_: LoopCore, pipe: Any, protocol: Any, wrapper: Any) -> ReadPipeTransport: ...
+    def __new__(cls, loop_: BaseEventLoop, pipe: Any, protocol: Any, wrapper: Any) -> ReadPipeTransport: ...
     def _start_reading(self) -> None: ...
     def is_reading(self) -> bool: ...
     def pause_reading(self) -> None: ...
@@ -349,7 +355,7 @@ class WritePipeTransport:
     """The Rust core of a write-pipe transport."""
 
     def __new__(
-        cls, loop_: LoopCore, pipe: Any, protocol: Any, wrapper: Any, watch_hangup: bool
+        cls, loop_: BaseEventLoop, pipe: Any, protocol: Any, wrapper: Any, watch_hangup: bool
     ) -> WritePipeTransport: ...
     def _start_watching(self) -> None: ...
     def write(self, data: Any) -> None: ...
@@ -378,7 +384,7 @@ class Accepted:
     def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
 def serve(
-    loop_: LoopCore,
+    loop_: BaseEventLoop,
     sock: Any,
     protocol_factory: Callable[[], Any],
     server: Any,
@@ -392,6 +398,6 @@ def serve(
     """`loop._start_serving` for a server without TLS: accepts on `sock`
     natively."""
 
-def watch_child(loop_: LoopCore, pid: int, callback: Callable[[int], object]) -> None:
+def watch_child(loop_: BaseEventLoop, pid: int, callback: Callable[[int], object]) -> None:
     """Schedules `callback(returncode)` on `loop_` once child `pid` has exited
     and been reaped (a pidfd in the poller). OSError if no pidfd can be had."""

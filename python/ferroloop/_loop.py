@@ -2,7 +2,7 @@
 
 The hot machinery — ready queue, timers, poller, handles, call_soon and
 friends, create_task/create_future, add_reader/add_writer and one loop
-iteration — lives in Rust (`_ferroloop.LoopCore`). What remains here is
+iteration — lives in Rust (`_ferroloop.BaseEventLoop`). What remains here is
 what asyncio specifies in Python and that runs once per call, not once per
 callback; most of it is asyncio's own functions of the running interpreter,
 bound onto the class by the checked table in `_from_asyncio.py` (the only
@@ -59,7 +59,7 @@ _made = False
 
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
 # scheduling methods' return types differ nominally from typeshed's.
-class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
+class Loop(_ferroloop.BaseEventLoop, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """An asyncio event loop whose core is written in Rust."""
 
     if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
                 else _unix_events._ThreadedChildWatcher()
             )
         self.set_debug(_is_debug_mode())
+        self._note_time_source()
 
     def __repr__(self) -> str:
         return (
@@ -112,6 +113,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
     def run_forever(self) -> None:
         self._check_closed()
         self._check_running()
+        self._note_time_source()
         self._set_coroutine_origin_tracking(self._debug)
         old_agen_hooks = sys.get_asyncgen_hooks()
         try:
@@ -141,7 +143,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
         # it; otherwise the whole loop stays in Rust.
         return (
             "_run_once" in self.__dict__
-            or type(self)._run_once is not _ferroloop.LoopCore._run_once
+            or type(self)._run_once is not _ferroloop.BaseEventLoop._run_once
         )
 
 
@@ -448,7 +450,7 @@ class Loop(_ferroloop.LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc
 
 
 # asyncio's own functions: the checked table in _from_asyncio.py.
-_from_asyncio.bind(Loop, _ferroloop.LoopCore)
+_from_asyncio.bind(Loop, _ferroloop.BaseEventLoop)
 
 
 def new_event_loop() -> Loop:

@@ -30,7 +30,7 @@ use fds::FdHandlers;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,7 +46,11 @@ pub(crate) enum Ready {
     Source(Arc<dyn source::IoSource>, fds::Side, RawFd),
 }
 
-#[pyclass(module = "ferroloop._ferroloop", subclass)]
+/// Its Python name is asyncio's `BaseEventLoop`: the methods asyncio defines
+/// there are defined here, and an argument error names the class the method
+/// belongs to (`BaseEventLoop.call_soon() got an unexpected keyword
+/// argument 'x'`), as asyncio's own message does.
+#[pyclass(module = "ferroloop._ferroloop", name = "BaseEventLoop", subclass)]
 pub struct LoopCore {
     ready: VecDeque<Ready>,
     /// The previous iteration's emptied batch, kept for its capacity.
@@ -66,6 +70,11 @@ pub struct LoopCore {
     task_factory: Option<Py<PyAny>>,
     current_handle: Option<Py<PyAny>>,
     slow_callback_duration: f64,
+    /// `time` was replaced on the instance (`mock.patch.object(loop,
+    /// "time")`) or in a subclass: timers then read the clock through it,
+    /// as asyncio's `_run_once` and `call_later` call `self.time()`.
+    time_on_instance: bool,
+    time_in_class: bool,
 }
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`: a day.
@@ -74,6 +83,19 @@ const MAX_TIMEOUT: f64 = 24.0 * 3600.0;
 impl LoopCore {
     pub(crate) fn debug_enabled(&self) -> bool {
         self.debug
+    }
+
+    fn time_replaced(&self) -> bool {
+        self.time_on_instance || self.time_in_class
+    }
+
+    /// `self.time()`: the clock, or the replacement's value as a float.
+    fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if slf.try_borrow()?.time_replaced() {
+            slf.call_method0(pyo3::intern!(slf.py(), "time"))?.extract()
+        } else {
+            Ok(clock::now())
+        }
     }
 
     fn check_closed(&self) -> PyResult<()> {
@@ -189,6 +211,8 @@ impl LoopCore {
             task_factory: None,
             current_handle: None,
             slow_callback_duration: 0.1,
+            time_on_instance: false,
+            time_in_class: false,
         })
     }
 
@@ -259,8 +283,26 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let delay = seconds(delay, "delay must not be None")?;
-        Self::schedule_at(slf, clock::now() + delay, callback, args, context)
+        // asyncio's `self.time() + delay`: a float or int adds in Rust; any
+        // other delay (or a replaced `time`) adds as Python would, so a str
+        // or a Decimal fails with the TypeError of `+`.
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let plain =
+            delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
+        let when = if plain && !slf.try_borrow()?.time_replaced() {
+            clock::now() + delay.extract::<f64>()?
+        } else {
+            let py = slf.py();
+            let now = if slf.try_borrow()?.time_replaced() {
+                slf.call_method0(pyo3::intern!(py, "time"))?
+            } else {
+                PyFloat::new(py, clock::now()).into_any()
+            };
+            seconds(&now.add(delay)?, "when cannot be None")?
+        };
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
@@ -277,6 +319,41 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         clock::now()
+    }
+
+    /// Stores as Python would, noting whether `time` is replaced on the
+    /// instance. Only a set or delete of an attribute pays for this, never
+    /// a read.
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        crate::py::generic_setattr(slf.as_any(), name, Some(value))?;
+        if name.to_str()? == "time" {
+            slf.try_borrow_mut()?.time_on_instance = true;
+        }
+        Ok(())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        crate::py::generic_setattr(slf.as_any(), name, None)?;
+        if name.to_str()? == "time" {
+            slf.try_borrow_mut()?.time_on_instance = false;
+        }
+        Ok(())
+    }
+
+    /// Notes whether the class replaces `time` (a subclass, or a patch of
+    /// the class): looked up when a loop is made and whenever it starts
+    /// running, since a class is patched rarely and never mid-iteration.
+    fn _note_time_source(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let name = pyo3::intern!(py, "time");
+        let ours = py.get_type::<Self>().getattr(name)?;
+        let replaced = !slf.get_type().getattr(name)?.is(&ours);
+        slf.try_borrow_mut()?.time_in_class = replaced;
+        Ok(())
     }
 
     /// Queues an existing handle (asyncio's private `_add_callback`).

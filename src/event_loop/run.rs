@@ -18,7 +18,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let mut garbage: Vec<Py<TimerHandle>> = Vec::new();
 
     // 1. Drop cancelled timers and work out how long we may sleep.
-    let (poller, mut events, timeout_ms) = {
+    let (poller, mut events, wait, time_replaced) = {
         let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         let cancelled = this.cancelled_timers.load(Ordering::Relaxed);
@@ -40,24 +40,41 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 }
             }
         }
-        let timeout = if !this.ready.is_empty() || this.stopping {
-            Some(0.0)
+        let wait = if !this.ready.is_empty() || this.stopping {
+            Wait::No
         } else {
-            this.timers
-                .peek()
-                .map(|(when, _)| (when - clock::now()).clamp(0.0, MAX_TIMEOUT))
+            match this.timers.peek() {
+                Some((when, _)) => Wait::Until(when),
+                None => Wait::Forever,
+            }
         };
         let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
-        (
-            poller,
-            std::mem::take(&mut this.events),
-            timeout.map(timeout_to_ms),
-        )
+        let events = std::mem::take(&mut this.events);
+        (poller, events, wait, this.time_replaced())
     };
     for t in &garbage {
         t.get().unschedule();
     }
     drop(garbage);
+    let timeout_ms = match wait {
+        Wait::No => Some(0),
+        Wait::Forever => None,
+        Wait::Until(when) => {
+            // asyncio reads `self.time()` here only when a timer is waited for.
+            let now = if time_replaced {
+                match LoopCore::now(slf) {
+                    Ok(now) => now,
+                    Err(e) => {
+                        slf.try_borrow_mut()?.events = events;
+                        return Err(e);
+                    }
+                }
+            } else {
+                clock::now()
+            };
+            Some(timeout_to_ms((when - now).clamp(0.0, MAX_TIMEOUT)))
+        }
+    };
 
     // 2. Poll, with the GIL released. With no descriptor registered there is
     // nothing a zero-timeout poll could report, so that syscall is skipped;
@@ -90,6 +107,18 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
 
     // 3. Queue the callbacks of ready descriptors and expired timers.
+    let now = if time_replaced {
+        match LoopCore::now(slf) {
+            Ok(now) => now,
+            Err(e) => {
+                slf.try_borrow_mut()?.events = events;
+                return Err(e);
+            }
+        }
+    } else {
+        clock::now()
+    };
+    let end_time = now + CLOCK_RESOLUTION;
     let mut dropped_fd_handles = super::fds::Detached::default();
     let batch = {
         let mut this = slf.try_borrow_mut()?;
@@ -98,7 +127,6 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         for r in &ready_fds {
             super::fds::queue_ready(this, r, &mut dropped_fd_handles, py);
         }
-        let end_time = clock::now() + CLOCK_RESOLUTION;
         while let Some((when, _)) = this.timers.peek() {
             // NOTE: a NaN deadline fails this test and fires, as it does in
             // asyncio, whose comparison is the same.
@@ -119,6 +147,14 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     };
     drop(dropped_fd_handles);
     run_batch(slf, batch)
+}
+
+/// How long an iteration may wait for I/O.
+enum Wait {
+    No,
+    Forever,
+    /// Until the earliest timer's deadline.
+    Until(f64),
 }
 
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
