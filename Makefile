@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-subprocess stress-tls lint fmt stubtest pythons test-versions wheels release-check clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ cargo-test:  ## pure-Rust unit tests
 conformance: build  ## CPython's test_asyncio on ferroloop, checked against expected failures
 	$(VPY) tests/conformance/run.py -j 2
 
-conformance-all: build  ## every loop-measuring test_asyncio module (later issues' too)
+conformance-all: build  ## every test_asyncio module that measures a loop, not only the default set
 	$(VPY) tests/conformance/run.py -j 2 --all
 
 demo: build  ## showcase: a real asyncio workload on ferroloop beside the stdlib loop
@@ -60,6 +60,12 @@ bench-net: build  ## networking benchmarks (echo, UDP, HTTP(S) under wrk, TLS, i
 
 stress-tls: build  ## TLS leak check: 50,000 TLS connections in a row on ferroloop, RSS and fds before/after
 	$(VPY) benches/stress_tls.py
+
+bench-report: build  ## both benchmark suites, written up: docs/benchmarks.md with tables and PNG charts (~12 min)
+	$(VPY) -m pip install -q -r benches/requirements.txt
+	@command -v wrk >/dev/null || echo "note: wrk is not installed (apt-get install wrk): the HTTP rows will show n/a"
+	cargo build --release --manifest-path benches/loadgen/Cargo.toml
+	$(VPY) benches/report.py
 
 bench-subprocess: build  ## subprocess benchmarks (spawn-and-wait, communicate through cat) vs asyncio, uvloop
 	$(VPY) -m pip install -q uvloop

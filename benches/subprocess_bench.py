@@ -4,7 +4,7 @@
     .venv/bin/python benches/subprocess_bench.py --quick    # smaller, one round
     .venv/bin/python benches/subprocess_bench.py --rounds 5 --spawn 2000 --mib 512
 
-Workloads (the ones issue 4 names):
+Workloads:
 
 * spawn   — `create_subprocess_exec("true")` then `wait()`, N times in sequence.
 * pipe    — `communicate()` of M MiB through `cat`: the parent writes M MiB

@@ -39,12 +39,12 @@ DEFAULT_MODULES = [
     "test_server_context",  # 3.15+: protocol callbacks in the server's context
     "test_staggered", "test_graph",  # test_graph: 3.14+ call-graph introspection
     "test_free_threading",  # 3.14+: loops and tasks driven from many threads
-    # networking (issue 3, in progress)
+    # networking
     "test_streams", "test_server", "test_sock_lowlevel", "test_buffered_proto",
     "test_protocols", "test_transports", "test_sendfile", "test_unix_events",
-    # TLS (issue 5: the native TLS layer)
+    # TLS (the native TLS layer)
     "test_ssl", "test_sslproto",
-    # subprocesses and pipes (issue 4)
+    # subprocesses and pipes
     "test_subprocess",
 ]
 # Never run, not even with --all: these test asyncio's private internals
