@@ -1,0 +1,1 @@
+uvicorn fastapi_app:app --loop ferroloop:new_event_loop

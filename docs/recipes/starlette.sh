@@ -1,0 +1,1 @@
+uvicorn starlette_app:app --loop ferroloop:new_event_loop
