@@ -85,11 +85,16 @@ def test_the_exit_status_is_the_programs(loop_name, script):
     assert interrupted.stderr.rstrip().endswith("KeyboardInterrupt")
 
 
-@pytest.mark.parametrize("how", ["script", "module"])
+@pytest.mark.parametrize("how", ["script", "relative script", "module"])
 def test_a_traceback_is_the_one_python_prints(script, how):
     """Byte for byte: it starts at the program's code (after runpy's two
-    frames for -m, as python's own does), with none of the runner's."""
-    argv = [str(script), "fail"] if how == "script" else ["-m", "script", "fail"]
+    frames for -m, as python's own does), with none of the runner's, and
+    names a script by its absolute path, as python does."""
+    argv = {
+        "script": [str(script), "fail"],
+        "relative script": [script.name, "fail"],
+        "module": ["-m", "script", "fail"],
+    }[how]
     plain = python(*argv, cwd=script.parent)
     on_ferroloop = python("-m", "ferroloop", *argv, cwd=script.parent)
     assert plain.returncode == on_ferroloop.returncode == 1

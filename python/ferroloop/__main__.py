@@ -89,6 +89,9 @@ def _run_file(path: str) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    # python names the file by its absolute path (in __file__ and in
+    # tracebacks), while sys.argv[0] keeps what was typed.
+    path = os.path.abspath(path)
     loader = SourceFileLoader("__main__", path)
     _run_code(source, path, _fresh_main(__file__=path, __cached__=None, __loader__=loader))
 
