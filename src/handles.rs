@@ -110,13 +110,22 @@ impl Handle {
             return Ok(());
         };
         let (cb, args) = (cb.bind(py), args.bind(py));
-        let result = py::run_in_context(this.context.bind(py), || {
-            if args.is_empty() {
-                cb.call0()
-            } else {
-                cb.call1(args)
-            }
-        });
+        let context = this.context.bind(py);
+        let result = if py::is_context(context) {
+            py::run_in_context(context, || {
+                if args.is_empty() {
+                    cb.call0()
+                } else {
+                    cb.call1(args)
+                }
+            })
+        } else {
+            // asyncio's `self._context.run(callback, *args)` is duck-typed:
+            // any object with a `run` (or an AttributeError, reported below).
+            let call: Vec<Bound<'_, PyAny>> =
+                std::iter::once(cb.clone()).chain(args.iter()).collect();
+            context.call_method1(pyo3::intern!(py, "run"), PyTuple::new(py, call)?)
+        };
         match result {
             Ok(_) => Ok(()),
             Err(err) => this.report(slf.as_any(), err, cb, args),

@@ -188,7 +188,7 @@ pub fn generic_setattr(
     Ok(())
 }
 
-fn is_context(obj: &Bound<'_, PyAny>) -> bool {
+pub fn is_context(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: PyContext_CheckExact only reads the object's type pointer; the
     // object is alive for the borrow.
     unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }

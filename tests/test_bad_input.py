@@ -4,6 +4,7 @@ import asyncio
 import decimal
 import math
 import socket
+import sys
 
 import pytest
 from conftest import run_once
@@ -107,6 +108,43 @@ def test_nan_delay_fires_before_later_timers(loop):
     assert out == ["nan"]
 
 
+@pytest.mark.parametrize("when", [10**400, -(10**400)], ids=["far future", "far past"])
+def test_a_deadline_beyond_a_float_is_accepted(loop, when):
+    """asyncio keeps any int as a deadline; it orders as an infinity."""
+    out = []
+    loop.call_at(when, out.append, "huge")
+    loop.call_soon(out.append, "soon")
+    run_once(loop)
+    assert out == (["soon"] if when > 0 else ["soon", "huge"])
+
+
+def test_a_delay_beyond_a_float_fails_as_time_plus_delay_does(loop):
+    with pytest.raises(OverflowError, match="int too large to convert to float"):
+        loop.call_later(10**400, noop)
+
+
+# --- descriptors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**63, 2**70], ids=["2**31", "2**63", "2**70"])
+def test_a_descriptor_beyond_c_int_is_not_registered(loop, fd):
+    assert loop.remove_reader(fd) is False
+    assert loop.remove_writer(fd) is False
+    # As epoll's register refuses it.
+    with pytest.raises(OverflowError, match="^Python int too large to convert to C int$"):
+        loop.add_reader(fd, noop)
+    with pytest.raises(OverflowError, match="^Python int too large to convert to C int$"):
+        loop.add_writer(fd, noop)
+
+
+@pytest.mark.parametrize("fd", [-1, -(2**31) - 1, -(2**63), -(2**70)])
+def test_a_negative_descriptor_is_invalid(loop, fd):
+    for method, args in [("add_reader", (noop,)), ("add_writer", (noop,)), ("remove_reader", ()), ("remove_writer", ())]:
+        with pytest.raises(ValueError) as caught:
+            getattr(loop, method)(fd, *args)
+        assert str(caught.value) == f"Invalid file descriptor: {fd}"
+
+
 # --- callbacks ------------------------------------------------------------------------------
 
 
@@ -172,7 +210,30 @@ def test_a_context_that_is_not_a_context_is_reported_when_run(loop):
     assert out == ["still running"]
     [ctx] = contexts
     assert ctx["handle"] is handle
-    assert isinstance(ctx["exception"], (TypeError, AttributeError))
+    # asyncio's Handle._run calls `self._context.run(...)`: duck typing.
+    assert type(ctx["exception"]) is AttributeError
+    assert str(ctx["exception"]) == "'int' object has no attribute 'run'"
+
+
+def test_a_context_is_duck_typed_by_its_run_method(loop):
+    class Runner:
+        def __init__(self):
+            self.calls = []
+
+        def run(self, callback, *args):
+            self.calls.append((callback, args))
+            return callback(*args)
+
+    runner = Runner()
+    out = []
+    handle = loop.call_soon(out.append, "ran", context=runner)
+    timer = loop.call_later(0, out.append, "timer", context=runner)
+    run_once(loop)
+    run_once(loop)
+    if sys.version_info >= (3, 12):  # Handle.get_context()
+        assert handle.get_context() is runner and timer.get_context() is runner
+    assert out == ["ran", "timer"]
+    assert runner.calls == [(out.append, ("ran",)), (out.append, ("timer",))]
 
 
 # --- a closed loop ---------------------------------------------------------------------------

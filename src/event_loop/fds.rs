@@ -7,7 +7,7 @@ use super::{LoopCore, Ready};
 use crate::errors;
 use crate::handles::Handle;
 use crate::poller::{Poller, Readiness};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
@@ -124,10 +124,18 @@ impl Detached {
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
+///
+/// selectors accepts any non-negative int; one beyond C `int` fails only
+/// where it reaches epoll, with the OverflowError returned here, which
+/// [`remove`] reads as "not registered", as selectors' lookup does.
 pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let py = obj.py();
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+        match obj.extract() {
+            Ok(fd) => fd,
+            Err(_) if obj.lt(0)? => return Err(invalid_fd(obj)),
+            Err(_) => return Err(fd_too_large()),
+        }
     } else {
         obj.call_method0(pyo3::intern!(py, "fileno"))
             .and_then(|n| py.get_type::<PyInt>().call1((n,)))
@@ -150,7 +158,17 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             "Invalid file descriptor: {fd}"
         )));
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    RawFd::try_from(fd).map_err(|_| fd_too_large())
+}
+
+fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
+    let shown = fd.str().map(|s| s.to_string()).unwrap_or_default();
+    PyValueError::new_err(format!("Invalid file descriptor: {shown}"))
+}
+
+/// What epoll's `register` raises for a descriptor beyond C `int`.
+fn fd_too_large() -> PyErr {
+    PyOverflowError::new_err("Python int too large to convert to C int")
 }
 
 /// selectors' `_fileobj_lookup`: the descriptor of `fileobj`; for an
@@ -291,7 +309,11 @@ pub(super) fn remove(
     if slf.try_borrow()?.closed {
         return Ok(false);
     }
-    let fd = lookup(slf, fileobj)?;
+    let fd = match lookup(slf, fileobj) {
+        // Beyond C int: never registered (selectors' get_key: KeyError).
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) => return Ok(false),
+        other => other?,
+    };
     let mut dropped = Detached::default();
     let taken = {
         let mut this = slf.try_borrow_mut()?;

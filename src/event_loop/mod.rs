@@ -186,7 +186,22 @@ fn seconds(value: &Bound<'_, PyAny>, none_msg: &str) -> PyResult<f64> {
     if value.is_none() {
         return Err(PyTypeError::new_err(none_msg.to_string()));
     }
-    value.extract::<f64>()
+    match value.extract::<f64>() {
+        Ok(secs) => Ok(secs),
+        // asyncio keeps any int as the deadline (`call_at(10**400)`); one
+        // beyond a float's range orders as the infinity of its sign.
+        Err(e)
+            if value.is_instance_of::<PyInt>()
+                && e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) =>
+        {
+            Ok(if value.lt(0)? {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[pymethods]

@@ -111,8 +111,18 @@ impl TransportMap {
 
 #[pymethods]
 impl TransportMap {
-    fn __getitem__<'py>(&self, py: Python<'py>, fd: RawFd) -> PyResult<Bound<'py, PyAny>> {
-        self.lookup(py, fd)?.ok_or_else(|| PyKeyError::new_err(fd))
+    /// Any key a dict would take: one that is not a C `int` is simply
+    /// missing (asyncio's `_transports[fileno]` for a huge fd: KeyError).
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let found = match key.extract::<RawFd>() {
+            Ok(fd) => self.lookup(py, fd)?,
+            Err(_) => None,
+        };
+        found.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
     fn __setitem__(&self, py: Python<'_>, fd: RawFd, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -120,7 +130,10 @@ impl TransportMap {
         register(self.loop_.bind(py), fd, entry)
     }
 
-    fn __delitem__(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Ok(fd) = key.extract::<RawFd>() else {
+            return Err(PyKeyError::new_err(key.clone().unbind()));
+        };
         let live = self.lookup(py, fd)?.is_some();
         let old = self.loop_.bind(py).try_borrow_mut()?.transports.remove(&fd);
         drop(old);
