@@ -52,7 +52,9 @@ def no_fd_leak():
         # sys.last_traceback, and with it every socket the test held): the
         # failure is the report. Drop those frames so the sockets do not
         # spill ResourceWarnings into the next tests.
-        traceback.clear_frames(sys.last_traceback)
+        failure_tb = getattr(sys, "last_traceback", None)  # 3.12+ may set only last_exc
+        if failure_tb is not None:
+            traceback.clear_frames(failure_tb)
         sys.last_type = sys.last_value = sys.last_traceback = None
         if hasattr(sys, "last_exc"):  # 3.12+
             sys.last_exc = None
