@@ -89,9 +89,10 @@ impl LoopCore {
         self.time_on_instance || self.time_in_class
     }
 
-    /// `self.time()`: the clock, or the replacement's value as a float.
-    fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
-        if slf.try_borrow()?.time_replaced() {
+    /// `self.time()`: the clock, or the replacement's value as a float;
+    /// `replaced` is [`Self::time_replaced`], read by the caller.
+    fn now(slf: &Bound<'_, Self>, replaced: bool) -> PyResult<f64> {
+        if replaced {
             slf.call_method0(pyo3::intern!(slf.py(), "time"))?.extract()
         } else {
             Ok(clock::now())
@@ -306,11 +307,12 @@ impl LoopCore {
         }
         let plain =
             delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
-        let when = if plain && !slf.try_borrow()?.time_replaced() {
+        let replaced = slf.try_borrow()?.time_replaced();
+        let when = if plain && !replaced {
             clock::now() + delay.extract::<f64>()?
         } else {
             let py = slf.py();
-            let now = if slf.try_borrow()?.time_replaced() {
+            let now = if replaced {
                 slf.call_method0(pyo3::intern!(py, "time"))?
             } else {
                 PyFloat::new(py, clock::now()).into_any()

@@ -61,16 +61,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         Wait::Forever => None,
         Wait::Until(when) => {
             // asyncio reads `self.time()` here only when a timer is waited for.
-            let now = if time_replaced {
-                match LoopCore::now(slf) {
-                    Ok(now) => now,
-                    Err(e) => {
-                        slf.try_borrow_mut()?.events = events;
-                        return Err(e);
-                    }
-                }
-            } else {
-                clock::now()
+            let now = match LoopCore::now(slf, time_replaced) {
+                Ok(now) => now,
+                Err(e) => return fail_returning_events(slf, events, e),
             };
             Some(timeout_to_ms((when - now).clamp(0.0, MAX_TIMEOUT)))
         }
@@ -84,8 +77,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     // until the poll returns; Ctrl-C must not sleep that long.
     if timeout_ms != Some(0) {
         if let Err(e) = py.check_signals() {
-            slf.try_borrow_mut()?.events = events;
-            return Err(e);
+            return fail_returning_events(slf, events, e);
         }
     }
     let mut ready_fds: Vec<Readiness> = Vec::new();
@@ -100,23 +92,15 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 events = std::mem::take(&mut slf.try_borrow_mut()?.events);
             }
             Err(WaitError::Os(e)) => {
-                slf.try_borrow_mut()?.events = events;
-                return Err(errors::os_error(e));
+                return fail_returning_events(slf, events, errors::os_error(e))
             }
         }
     }
 
     // 3. Queue the callbacks of ready descriptors and expired timers.
-    let now = if time_replaced {
-        match LoopCore::now(slf) {
-            Ok(now) => now,
-            Err(e) => {
-                slf.try_borrow_mut()?.events = events;
-                return Err(e);
-            }
-        }
-    } else {
-        clock::now()
+    let now = match LoopCore::now(slf, time_replaced) {
+        Ok(now) => now,
+        Err(e) => return fail_returning_events(slf, events, e),
     };
     let end_time = now + CLOCK_RESOLUTION;
     let mut dropped_fd_handles = super::fds::Detached::default();
@@ -147,6 +131,17 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     };
     drop(dropped_fd_handles);
     run_batch(slf, batch)
+}
+
+/// An early return from an iteration: the event buffer, taken out of the
+/// loop for the poll, goes back first, so the next iteration has it.
+fn fail_returning_events(
+    slf: &Bound<'_, LoopCore>,
+    events: crate::sys::EventBuf,
+    err: PyErr,
+) -> PyResult<()> {
+    slf.try_borrow_mut()?.events = events;
+    Err(err)
 }
 
 /// How long an iteration may wait for I/O.
