@@ -133,7 +133,7 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
         match obj.extract() {
             Ok(fd) => fd,
-            Err(_) if obj.lt(0)? => return Err(invalid_fd(obj)),
+            Err(_) if obj.lt(0)? => return Err(invalid_fd(obj.str()?)),
             Err(_) => return Err(fd_too_large()),
         }
     } else {
@@ -154,16 +154,13 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             })?
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
+        return Err(invalid_fd(fd));
     }
     RawFd::try_from(fd).map_err(|_| fd_too_large())
 }
 
-fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
-    let shown = fd.str().map(|s| s.to_string()).unwrap_or_default();
-    PyValueError::new_err(format!("Invalid file descriptor: {shown}"))
+fn invalid_fd(fd: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("Invalid file descriptor: {fd}"))
 }
 
 /// What epoll's `register` raises for a descriptor beyond C `int`.

@@ -107,22 +107,31 @@ impl TransportMap {
         };
         Ok(resolve(obj.bind(py)))
     }
+
+    /// [`Self::lookup`] for any key a dict would take: one that is not a C
+    /// `int` is simply missing (asyncio's `_transports[fileno]` for a huge
+    /// fd: KeyError).
+    fn lookup_key<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match key.extract::<RawFd>() {
+            Ok(fd) => self.lookup(py, fd),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 #[pymethods]
 impl TransportMap {
-    /// Any key a dict would take: one that is not a C `int` is simply
-    /// missing (asyncio's `_transports[fileno]` for a huge fd: KeyError).
     fn __getitem__<'py>(
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let found = match key.extract::<RawFd>() {
-            Ok(fd) => self.lookup(py, fd)?,
-            Err(_) => None,
-        };
-        found.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+        self.lookup_key(py, key)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
     fn __setitem__(&self, py: Python<'_>, fd: RawFd, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -145,10 +154,7 @@ impl TransportMap {
     }
 
     fn __contains__(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        match fd.extract::<RawFd>() {
-            Ok(fd) => Ok(self.lookup(py, fd)?.is_some()),
-            Err(_) => Ok(false),
-        }
+        Ok(self.lookup_key(py, fd)?.is_some())
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -166,11 +172,7 @@ impl TransportMap {
         fd: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let found = match fd.extract::<RawFd>() {
-            Ok(fd) => self.lookup(py, fd)?,
-            Err(_) => None,
-        };
-        Ok(found.or(default))
+        Ok(self.lookup_key(py, fd)?.or(default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
