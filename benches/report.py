@@ -39,11 +39,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_charts import chart_core, chart_headline, chart_net, plt_setup  # noqa: E402
-from report_model import HERE, ROOT, core_rows, net_rows, net_rss_rows  # noqa: E402
-from report_page import failures, write_markdown  # noqa: E402
+from report_charts import chart_core, chart_headline, chart_net, plt_setup
+from report_model import HERE, ROOT, core_rows, net_rows, net_rss_rows
+from report_page import failures, write_markdown
 
 # --- running the drivers ------------------------------------------------------------------
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_model import (  # noqa: E402
+from report_model import (
     COLOR,
     CORE_LOOPS,
     CORE_SHORT,

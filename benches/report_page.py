@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-import sys
 import textwrap
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import FOREIGN as NET_FOREIGN  # noqa: E402
-from net import NOISY as NET_NOISY  # noqa: E402
-from run import GC_OFF_NOTE, IDLE_FD_NOTE, TIMERS_NOTE  # noqa: E402
-from report_model import (  # noqa: E402
+from net import FOREIGN as NET_FOREIGN
+from net import NOISY as NET_NOISY
+from run import GC_OFF_NOTE, IDLE_FD_NOTE, TIMERS_NOTE
+from report_model import (
     core_command,
     CORE_LOOPS,
     CORE_NOISY,

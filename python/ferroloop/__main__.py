@@ -71,27 +71,24 @@ def _run_code(source: str | bytes, filename: str, namespace: dict[str, Any]) -> 
 
 
 def _run_file(path: str) -> None:
-    sys.path[0] = os.path.dirname(os.path.realpath(path))
     if os.path.isdir(path) or not path.endswith((".py", ".pyw")) and _is_zip(path):
         # A directory or zip archive with a __main__.py: runpy does what
         # python does (it puts the archive first on sys.path).
         sys.path[0] = path
         runpy.run_path(path, run_name="__main__")
         return
+    sys.path[0] = os.path.dirname(os.path.realpath(path))
+    # python names the file by its absolute path (in __file__, in tracebacks
+    # and in its error for a missing file), while sys.argv[0] keeps what was
+    # typed.
+    path = os.path.abspath(path)
     try:
         with io.open_code(path) as f:
             source = f.read()
     except OSError as e:
         # python's own message and exit status for a file it cannot open.
-        print(
-            f"{_program_name()}: can't open file '{os.path.abspath(path)}': "
-            f"[Errno {e.errno}] {e.strerror}",
-            file=sys.stderr,
-        )
+        print(f"{_program_name()}: can't open file '{path}': [Errno {e.errno}] {e.strerror}", file=sys.stderr)
         sys.exit(2)
-    # python names the file by its absolute path (in __file__ and in
-    # tracebacks), while sys.argv[0] keeps what was typed.
-    path = os.path.abspath(path)
     loader = SourceFileLoader("__main__", path)
     _run_code(source, path, _fresh_main(__file__=path, __cached__=None, __loader__=loader))
 
