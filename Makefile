@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls lint fmt stubtest pythons test-versions wheels release-check clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,10 @@ bench-report: build  ## both benchmark suites, written up: docs/benchmarks.md wi
 bench-subprocess: build  ## subprocess benchmarks (spawn-and-wait, communicate through cat) vs asyncio, uvloop
 	$(VPY) -m pip install -q uvloop
 	$(VPY) benches/subprocess_bench.py
+
+bench-flood: build  ## call_soon_threadsafe floods: timer lateness, backlog, RSS with 1-8 producer threads, per loop
+	$(VPY) -m pip install -q uvloop
+	$(VPY) benches/threadsafe_flood.py
 
 lint:  ## cargo fmt --check, clippy -D warnings, mypy stubtest
 	cargo fmt --check

@@ -215,3 +215,55 @@ def test_call_soon_threadsafe_handle_cancel_waits_for_the_running_callback(loop)
     loop.run_forever()
     thread.join()
     assert log == [True, "slow ran", ("finished before cancel returned", True)]
+
+
+# --- floods ---------------------------------------------------------------------------------
+
+# ferroloop holds back producer threads once this many of their callbacks
+# wait for the loop's next iteration (src/event_loop/throttle.rs).
+FLOOD_LIMIT = 4096
+
+
+def test_a_threadsafe_flood_from_threads_keeps_a_bounded_backlog(loop, loop_name):
+    """Four threads flood call_soon_threadsafe while the loop runs a
+    repeating timer. Every callback runs, in each thread's order; on
+    ferroloop the backlog (submitted, not yet run) stays within about two
+    iterations' worth of the limit. asyncio has no stated bound (its
+    self-pipe write per call slows producers down by accident), so there the
+    backlog is only recorded."""
+    producers, calls = 4, 30_000
+    submitted = [0] * producers
+    ran = [[] for _ in range(producers)]
+    backlog = []
+
+    def record(i, n):
+        ran[i].append(n)
+
+    def produce(i):
+        for n in range(calls):
+            submitted[i] += 1
+            loop.call_soon_threadsafe(record, i, n)
+
+    def sample():
+        backlog.append(sum(submitted) - sum(map(len, ran)))
+        if sum(map(len, ran)) < producers * calls:
+            loop.call_later(0.001, sample)
+        else:
+            loop.stop()
+
+    def start():
+        threads.extend(in_thread(produce, i) for i in range(producers))
+        sample()
+
+    threads = []
+    guard = loop.call_later(60, loop.stop)
+    loop.call_soon(start)
+    loop.run_forever()
+    guard.cancel()
+    for t in threads:
+        t.join()
+    assert [len(r) for r in ran] == [calls] * producers
+    assert all(r == list(range(calls)) for r in ran)
+    assert len(backlog) > 1
+    if loop_name == "ferroloop":
+        assert max(backlog) <= 2 * (FLOOD_LIMIT + producers), max(backlog)

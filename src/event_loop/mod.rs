@@ -19,6 +19,7 @@ pub mod fds;
 mod run;
 pub mod source;
 mod tasks;
+mod throttle;
 
 use crate::clock;
 use crate::errors;
@@ -67,6 +68,13 @@ pub struct LoopCore {
     closed: bool,
     debug: bool,
     thread_id: Option<u64>,
+    /// The thread running the loop, as Rust names it (`thread_id` is
+    /// Python's ident), for the flood check of `call_soon_threadsafe`.
+    loop_thread: Option<std::thread::ThreadId>,
+    /// Threadsafe callbacks queued from other threads since the loop last
+    /// took its ready queue (see throttle.rs).
+    threadsafe_backlog: usize,
+    throttle: Arc<throttle::Throttle>,
     task_factory: Option<Py<PyAny>>,
     current_handle: Option<Py<PyAny>>,
     slow_callback_duration: f64,
@@ -97,6 +105,33 @@ impl LoopCore {
         } else {
             Ok(clock::now())
         }
+    }
+
+    /// `call_soon_threadsafe` from another thread: once [`throttle::LIMIT`]
+    /// such callbacks wait for this iteration, the caller gives up the GIL
+    /// until the loop takes them (unless the loop is stuck: see
+    /// throttle.rs), then counts its own.
+    fn hold_back_flood(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (throttle, seen) = {
+            let this = slf.try_borrow()?;
+            let Some(loop_thread) = this.loop_thread else {
+                return Ok(());
+            };
+            if loop_thread == std::thread::current().id() {
+                return Ok(());
+            }
+            let seen = this.throttle.iteration();
+            if this.threadsafe_backlog < throttle::LIMIT || this.throttle.stuck_at(seen) {
+                drop(this);
+                slf.try_borrow_mut()?.threadsafe_backlog += 1;
+                return Ok(());
+            }
+            (this.throttle.clone(), seen)
+        };
+        slf.py()
+            .detach(|| throttle.wait_past(seen, throttle::MAX_WAIT));
+        slf.try_borrow_mut()?.threadsafe_backlog += 1;
+        Ok(())
     }
 
     fn check_closed(&self) -> PyResult<()> {
@@ -224,6 +259,9 @@ impl LoopCore {
             closed: false,
             debug: false,
             thread_id: None,
+            loop_thread: None,
+            threadsafe_backlog: 0,
+            throttle: Arc::default(),
             task_factory: None,
             current_handle: None,
             slow_callback_duration: 0.1,
@@ -259,6 +297,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        Self::hold_back_flood(slf)?;
         let debug = {
             let this = slf.try_borrow()?;
             this.check_closed()?;
@@ -496,6 +535,14 @@ impl LoopCore {
     #[setter(_thread_id)]
     fn set_thread_id_attr(&mut self, value: Option<u64>) {
         self.thread_id = value;
+        // run_forever sets it from the loop's thread, and clears it on the
+        // way out: producers held back then must not wait for a loop that
+        // no longer runs.
+        self.loop_thread = value.map(|_| std::thread::current().id());
+        if value.is_none() {
+            self.threadsafe_backlog = 0;
+            self.throttle.turn();
+        }
     }
 
     #[getter(_current_handle)]

@@ -126,6 +126,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
         this.timers.shrink_if_sparse();
         // 4. Take exactly what is ready now; later arrivals wait a turn.
+        // Producer threads held back by a flood may queue again.
+        this.threadsafe_backlog = 0;
+        this.throttle.turn();
         let spare = std::mem::take(&mut this.spare);
         std::mem::replace(&mut this.ready, spare)
     };
