@@ -1,21 +1,22 @@
-//! The timer queue: a min-heap ordered by (deadline, scheduling order).
+//! The timer queue: a binary heap ordered by (deadline, scheduling order).
 //!
 //! # Implementation
-//! asyncio keeps its `TimerHandle`s in a binary heap (`heapq`) keyed by
-//! deadline; we do the same, and add a sequence number so that timers with
+//! asyncio keeps its `TimerHandle`s in a `heapq` list keyed by deadline. This
+//! heap runs heapq's own algorithms (`heappush`'s sift-down, `heappop`'s
+//! bottom-up sift-up, `heapify`) over a `Vec`, comparing with `<` as
+//! `TimerHandle.__lt__` does, and adds a sequence number so that timers with
 //! equal deadlines fire in the order they were scheduled (heapq alone does not
-//! promise that). A cancelled timer stays in the heap until it reaches the
-//! top or until cancelled entries make up more than half of a heap of over
-//! 100 entries, when the heap is rebuilt without them — CPython's rule, which
-//! keeps the cost amortised O(log n) and the memory bounded by twice the live
-//! timers, so a million cancelled timers are not kept alive.
+//! promise that). For ordinary deadlines the comparison is a strict total
+//! order, so any correct heap would pop the same sequence; running heapq's
+//! exact steps matters for NaN, which compares false both ways: where a NaN
+//! timer ends up, and so when it fires, depends on the heap's history exactly
+//! as it does in asyncio's list.
 //!
-//! Deadlines are compared with `f64::total_cmp`, a NaN deadline counting as
-//! minus infinity: asyncio's comparisons leave a NaN timer at the head of its
-//! heap, where it fires on the next iteration.
-
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+//! A cancelled timer stays in the heap until it reaches the top or until
+//! cancelled entries make up more than half of a heap of over 100 entries,
+//! when the heap is rebuilt without them — CPython's rule, which keeps the
+//! cost amortised O(log n) and the memory bounded by twice the live timers,
+//! so a million cancelled timers are not kept alive.
 
 /// CPython's `_MIN_SCHEDULED_TIMER_HANDLES`.
 pub const MIN_SCHEDULED_TO_PURGE: usize = 100;
@@ -26,54 +27,36 @@ struct Entry<T> {
     item: T,
 }
 
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Entry<T> {
-    // Reversed, so that std's max-heap pops the earliest deadline first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        key(other.when)
-            .total_cmp(&key(self.when))
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-fn key(when: f64) -> f64 {
-    if when.is_nan() {
-        f64::NEG_INFINITY
-    } else {
-        when
+impl<T> Entry<T> {
+    /// `TimerHandle.__lt__`, with the scheduling order breaking ties. A NaN
+    /// deadline is neither before nor after anything, as in Python.
+    fn lt(&self, other: &Self) -> bool {
+        self.when < other.when || (self.when == other.when && self.seq < other.seq)
     }
 }
 
 /// A heap of timers of any payload type.
 pub struct TimerHeap<T> {
-    heap: BinaryHeap<Entry<T>>,
+    heap: Vec<Entry<T>>,
     next_seq: u64,
 }
 
 impl<T> Default for TimerHeap<T> {
     fn default() -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            heap: Vec::new(),
             next_seq: 0,
         }
     }
 }
 
 impl<T> TimerHeap<T> {
+    /// `heapq.heappush`.
     pub fn push(&mut self, when: f64, item: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Entry { when, seq, item });
+        self.sift_down(0, self.heap.len() - 1);
     }
 
     pub fn len(&self) -> usize {
@@ -84,13 +67,22 @@ impl<T> TimerHeap<T> {
         self.heap.is_empty()
     }
 
-    /// The earliest deadline and its payload.
+    /// The head of the heap (`_scheduled[0]`) and its deadline.
     pub fn peek(&self) -> Option<(f64, &T)> {
-        self.heap.peek().map(|e| (e.when, &e.item))
+        self.heap.first().map(|e| (e.when, &e.item))
     }
 
+    /// `heapq.heappop`: the last entry takes the head's place and sifts up.
     pub fn pop(&mut self) -> Option<(f64, T)> {
-        self.heap.pop().map(|e| (e.when, e.item))
+        let last = self.heap.pop()?;
+        let head = if self.heap.is_empty() {
+            last
+        } else {
+            let head = std::mem::replace(&mut self.heap[0], last);
+            self.sift_up(0);
+            head
+        };
+        Some((head.when, head.item))
     }
 
     /// True when CPython would rebuild the heap to drop cancelled entries.
@@ -101,11 +93,12 @@ impl<T> TimerHeap<T> {
 
     /// Removes every entry for which `dead` holds and hands them back, so the
     /// caller decides where they are dropped (dropping a Python object can run
-    /// arbitrary code).
+    /// arbitrary code). The survivors keep their list order and are
+    /// heapified, as asyncio's list comprehension and `heapify` do.
     pub fn purge(&mut self, mut dead: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
         let mut kept = Vec::with_capacity(self.heap.len());
-        for e in std::mem::take(&mut self.heap).into_vec() {
+        for e in std::mem::take(&mut self.heap) {
             if dead(&e.item) {
                 removed.push(e.item);
             } else {
@@ -113,7 +106,10 @@ impl<T> TimerHeap<T> {
             }
         }
         kept.shrink_to_fit();
-        self.heap = BinaryHeap::from(kept);
+        self.heap = kept;
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_up(i);
+        }
         removed
     }
 
@@ -129,7 +125,6 @@ impl<T> TimerHeap<T> {
     /// Empties the heap, handing the payloads back.
     pub fn drain(&mut self) -> Vec<T> {
         std::mem::take(&mut self.heap)
-            .into_vec()
             .into_iter()
             .map(|e| e.item)
             .collect()
@@ -137,6 +132,38 @@ impl<T> TimerHeap<T> {
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.heap.iter().map(|e| &e.item)
+    }
+
+    /// heapq's `_siftdown(heap, startpos, pos)`: the entry at `pos` moves up
+    /// towards `start` while it is less than its parent.
+    fn sift_down(&mut self, start: usize, mut pos: usize) {
+        while pos > start {
+            let parent = (pos - 1) / 2;
+            if !self.heap[pos].lt(&self.heap[parent]) {
+                break;
+            }
+            self.heap.swap(pos, parent);
+            pos = parent;
+        }
+    }
+
+    /// heapq's `_siftup(heap, pos)`: the smaller child moves up until a leaf
+    /// is reached (the right one unless the left is less), then the entry
+    /// that was at `pos` sifts down from that leaf.
+    fn sift_up(&mut self, mut pos: usize) {
+        let end = self.heap.len();
+        let start = pos;
+        let mut child = 2 * pos + 1;
+        while child < end {
+            let right = child + 1;
+            if right < end && !self.heap[child].lt(&self.heap[right]) {
+                child = right;
+            }
+            self.heap.swap(pos, child);
+            pos = child;
+            child = 2 * pos + 1;
+        }
+        self.sift_down(start, pos);
     }
 }
 
@@ -167,14 +194,49 @@ mod tests {
     }
 
     #[test]
-    fn nan_sorts_first() {
+    fn nan_stays_where_heapq_leaves_it() {
+        // heappush compares the new entry with its parent: NaN < x is false,
+        // so a NaN pushed after a timer stays below it, and one pushed first
+        // stays at the head.
         let mut h = TimerHeap::default();
+        h.push(0.3, "timer");
+        h.push(f64::NAN, "nan");
+        assert_eq!(h.pop().unwrap().1, "timer");
+        assert_eq!(h.pop().unwrap().1, "nan");
+        let mut h = TimerHeap::default();
+        h.push(f64::NAN, "nan");
         h.push(f64::INFINITY, "inf");
         h.push(1.0, "one");
-        h.push(f64::NAN, "nan");
         assert_eq!(h.pop().unwrap().1, "nan");
         assert_eq!(h.pop().unwrap().1, "one");
         assert_eq!(h.pop().unwrap().1, "inf");
+    }
+
+    #[test]
+    fn pops_sorted_after_any_history() {
+        // A deterministic shuffle of pushes, pops and a purge: whatever the
+        // history, a heap without NaN pops in (deadline, scheduling) order.
+        let mut h = TimerHeap::default();
+        let mut x: u64 = 12345;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % 1000
+        };
+        for i in 0..5_000u64 {
+            h.push(next() as f64, i);
+            if next() % 3 == 0 {
+                h.pop();
+            }
+        }
+        h.purge(|&i| i % 7 == 0);
+        let mut last = (f64::NEG_INFINITY, 0u64);
+        while let Some((when, i)) = h.pop() {
+            assert!(i % 7 != 0);
+            assert!(when > last.0 || (when == last.0 && i > last.1));
+            last = (when, i);
+        }
     }
 
     #[test]

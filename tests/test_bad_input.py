@@ -3,6 +3,7 @@
 import asyncio
 import decimal
 import math
+import random
 import socket
 import sys
 
@@ -106,6 +107,77 @@ def test_nan_delay_fires_before_later_timers(loop):
     run_once(loop)
     far.cancel()
     assert out == ["nan"]
+
+
+def test_a_nan_deadline_at_the_head_when_the_loop_would_wait(loop):
+    """Up to 3.12 asyncio waits `max(0, nan)`, i.e. not at all, and the NaN
+    timer fires; from 3.13 its selector gets the NaN and raises."""
+    out = []
+    nan = loop.call_at(math.nan, out.append, "nan")
+    stop = loop.call_later(0.01, loop.stop)
+    if sys.version_info >= (3, 13):
+        with pytest.raises(ValueError, match="^cannot convert float NaN to integer$"):
+            loop.run_forever()
+        assert out == []
+        nan.cancel()
+        stop.cancel()
+    else:
+        loop.run_forever()
+        assert out == ["nan"]
+
+
+def test_nan_scheduled_after_a_timer_waits_for_it(loop):
+    """heappush leaves a NaN below the timer it was pushed after."""
+    out = []
+    loop.call_later(0.05, out.append, "timer")
+    loop.call_later(math.nan, out.append, "nan")
+    run_once(loop)
+    assert out == []
+    loop.call_later(0.1, loop.stop)
+    loop.run_forever()
+    assert out == ["timer", "nan"]
+
+
+def _firing_order(loop, seed):
+    """Schedules past, future and NaN deadlines (some cancelled) in a
+    seeded order and returns the order they fire in, and how the run ended.
+    Fewer than 100 timers, so no purge: the pops follow from the heap's
+    history alone. From 3.13, a NaN left at the head of the heap when the
+    loop would wait makes asyncio's selector raise ValueError."""
+    rng = random.Random(seed)
+    now = loop.time()
+    out = []
+    handles = []
+    for i in range(60):
+        kind = rng.choice(["past", "future", "nan"])
+        if kind == "past":
+            when = now - 1 - i / 1000 - rng.random()
+        elif kind == "future":
+            when = now + 0.002 + i / 5000 + rng.random() / 100
+        else:
+            when = math.nan
+        handles.append(loop.call_at(when, out.append, i))
+    for h in rng.sample(handles, 15):
+        h.cancel()
+    stop = loop.call_at(now + 0.08, loop.stop)
+    try:
+        loop.run_forever()
+        ended = "stopped"
+    except ValueError as exc:
+        ended = f"ValueError: {exc}"
+    for h in handles + [stop]:
+        h.cancel()
+    return out, ended
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nan_deadlines_fire_in_asyncios_heap_order(loop, seed):
+    reference = asyncio.SelectorEventLoop()
+    try:
+        expected = _firing_order(reference, seed)
+    finally:
+        reference.close()
+    assert _firing_order(loop, seed) == expected
 
 
 @pytest.mark.parametrize("when", [10**400, -(10**400)], ids=["far future", "far past"])

@@ -6,6 +6,7 @@ use crate::errors::{self, stops_loop, HandlerContext};
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::{Readiness, WaitError};
 use crate::py;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -65,7 +66,15 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 Ok(now) => now,
                 Err(e) => return fail_returning_events(slf, events, e),
             };
-            Some(timeout_to_ms((when - now).clamp(0.0, MAX_TIMEOUT)))
+            let timeout = when - now;
+            // NOTE: a NaN deadline at the head of the heap: up to 3.12,
+            // `min(max(0, nan), …)` is 0; from 3.13, `_run_once` passes the
+            // NaN on and the selector's `math.ceil` raises.
+            if timeout.is_nan() && py.version_info() >= (3, 13) {
+                let err = PyValueError::new_err("cannot convert float NaN to integer");
+                return fail_returning_events(slf, events, err);
+            }
+            Some(timeout_to_ms(timeout.clamp(0.0, MAX_TIMEOUT)))
         }
     };
 
