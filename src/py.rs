@@ -360,9 +360,34 @@ fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
     }
 }
 
+/// A memoryview whose items are not laid out one after another (`mv[::2]`):
+/// what `socket.send`, `os.write` and a bytearray refuse.
+pub fn is_non_contiguous_view(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if !obj.is_instance_of::<pyo3::types::PyMemoryView>() {
+        return Ok(false);
+    }
+    Ok(!obj
+        .getattr(pyo3::intern!(obj.py(), "c_contiguous"))?
+        .is_truthy()?)
+}
+
+/// The BufferError that `socket.send` raises for such a view.
+pub fn non_contiguous_error() -> PyErr {
+    pyo3::exceptions::PyBufferError::new_err("memoryview: underlying buffer is not C-contiguous")
+}
+
 /// A copy of the bytes of any bytes-like object.
 pub fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     byte_buffer(obj)?.to_vec(obj.py())
+}
+
+/// The C `tp_name` of `obj`'s type, as CPython's argument errors print it
+/// (`bytes`, a class's `__name__`, `mmap.mmap`).
+pub fn type_tp_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: `obj` is a live object, so its type is too, and every type's
+    // `tp_name` is a NUL-terminated string that lives as long as the type.
+    let name = unsafe { std::ffi::CStr::from_ptr((*pyo3::ffi::Py_TYPE(obj.as_ptr())).tp_name) };
+    name.to_string_lossy().into_owned()
 }
 
 /// `repr(type(obj).__name__)`, as asyncio's type errors quote it.
@@ -374,9 +399,10 @@ impl WritableBuffer {
     pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         let view = byte_buffer(obj)?;
         if view.readonly() || !view.is_c_contiguous() {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "recv_into() argument 'buffer' must be read-write bytes-like object",
-            ));
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "recv_into() argument 1 must be read-write bytes-like object, not {}",
+                type_tp_name(obj)
+            )));
         }
         Ok(Self(view))
     }

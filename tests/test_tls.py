@@ -23,6 +23,7 @@ import asyncio
 import gc
 import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
@@ -39,6 +40,7 @@ trustme = pytest.importorskip("trustme")
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 TIMEOUT = 10
+NON_CONTIGUOUS = "memoryview: underlying buffer is not C-contiguous"
 MIB = 1024 * 1024
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 VERSIONS = pytest.mark.parametrize("version", [V12, V13], ids=["tls1.2", "tls1.3"])
@@ -880,3 +882,44 @@ def test_failed_handshake_leaves_no_cycle(loop, loop_name, pki):
 
     before, after = run(loop, main())
     assert after <= before
+
+
+@pytest.mark.parametrize(
+    "items, raises, fatal",
+    [
+        ([b"a", "str", b"b"], None, "TypeError: a bytes-like object is required, not 'str'"),
+        ([b"a", 42], "object of type 'int' has no len()", None),
+        ([b"a", memoryview(b"abcdef")[::2]], None, "BufferError: " + NON_CONTIGUOUS),
+        ([bytearray(b"x"), memoryview(b"y")], None, None),
+    ],
+    ids=["str", "int", "non-contiguous", "buffers"],
+)
+def test_writelines_with_odd_items(loop, pki, items, raises, fatal):
+    """asyncio's `_write_appdata` takes len() of each item (a TypeError
+    for the caller), then `sslobj.write()` refuses what is not a contiguous
+    buffer: a fatal error, and nothing reaches the peer."""
+    seen = []
+    loop.set_exception_handler(lambda _, ctx: seen.append(ctx))
+
+    async def main():
+        st, sp, ct, cp, server = await tls_pair(loop, pki)
+        if raises:
+            with pytest.raises(TypeError, match=f"^{re.escape(raises)}$"):
+                ct.writelines(items)
+        else:
+            ct.writelines(items)
+        if fatal:
+            await wait_until(lambda: seen)
+            ((ctx,),) = (seen,)
+            assert ctx["message"] == "Fatal error on SSL protocol"
+            exc = ctx["exception"]
+            assert f"{type(exc).__name__}: {exc}" == fatal
+            await wait_until(sp.lost.done)
+            assert bytes(sp.data) == b""
+        else:
+            if not raises:
+                await wait_until(lambda: bytes(sp.data) == b"xy")
+            assert seen == []
+        await close_all(ct, st, server)
+
+    run(loop, main())

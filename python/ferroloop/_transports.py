@@ -33,10 +33,12 @@ _set_result_unless_cancelled: Any = getattr(asyncio.futures, "_set_result_unless
 _FlowControlMixin: Any = getattr(asyncio.transports, "_FlowControlMixin")
 
 
-class _SocketFace(_FlowControlMixin):
+class _SelectorTransport(_FlowControlMixin):
     """What the stream and datagram transports share: the repr, the
     unclosed-transport warning, asyncio's private attributes and the
-    methods that forward to the core unchanged."""
+    methods that forward to the core unchanged. Named as asyncio's
+    `selector_events._SelectorTransport`, its counterpart, so that handles
+    of its methods (`_call_connection_lost`) read as asyncio's do."""
 
     _core: Any = None
 
@@ -126,7 +128,16 @@ class _SocketFace(_FlowControlMixin):
         self._core._call_connection_lost(exc)
 
 
-class SocketTransport(_SocketFace):
+class _SelectorSocketTransport(_SelectorTransport):
+    """asyncio's stream transport overrides `_call_connection_lost` in
+    `_SelectorSocketTransport`; so does this class of the same name, so that
+    the handle that runs it reads as asyncio's."""
+
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
+
+class SocketTransport(_SelectorSocketTransport):
     """A TCP or Unix stream transport. Its socket object, `sockname` and
     `peername` are kept by the core and made into Python objects only when
     asked for (`get_extra_info`, `_sock`, `_extra`)."""
@@ -220,7 +231,7 @@ def accepted(loop, core, server) -> SocketTransport:
     return self
 
 
-class DatagramTransport(_SocketFace, asyncio.DatagramTransport):
+class DatagramTransport(_SelectorTransport, asyncio.DatagramTransport):
     """A UDP or Unix datagram transport."""
 
     def _init_extra(self, loop, sock, extra) -> None:

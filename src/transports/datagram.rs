@@ -395,6 +395,12 @@ impl DatagramTransport {
             }
         }
         if slf.try_borrow()?.queue.is_empty() {
+            if crate::py::is_non_contiguous_view(data)? {
+                // sendto() refuses it; asyncio queues `bytes(data)` instead
+                // when a datagram waits, so only this path fails.
+                let err = crate::py::non_contiguous_error();
+                return fatal(slf, err, "Fatal write error on datagram transport");
+            }
             match Self::send_one(slf, bytes.as_bytes(), addr.as_ref()) {
                 Ok(true) => return Ok(()),
                 Ok(false) => set_watching(slf, Side::Write, true)?,

@@ -21,7 +21,6 @@ use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
-use rustix::io::Errno;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
@@ -335,13 +334,14 @@ impl Writes for WritePipeTransport {
         sys::write(fd, data)
     }
 
-    fn write_failed(slf: &Bound<'_, Self>, errno: Errno) -> PyResult<()> {
+    fn write_failed(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         slf.try_borrow_mut()?.conn_lost += 1;
-        Self::fatal(
-            slf,
-            errors::sys_error(errno),
-            "Fatal write error on pipe transport",
-        )
+        Self::fatal(slf, err, "Fatal write error on pipe transport")
+    }
+
+    fn queue_refuses_view(_py: Python<'_>) -> Option<&'static str> {
+        // `self._buffer += data`
+        Some("can't concat memoryview to bytearray")
     }
 }
 

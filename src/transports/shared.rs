@@ -13,10 +13,9 @@ use super::{
 };
 use crate::event_loop::fds::Side;
 use crate::sys::{HeldFd, SysError, SysResult};
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rustix::io::Errno;
 
 /// A transport that reads: asyncio's `_SelectorTransport` reading half and
 /// `_UnixReadPipeTransport`.
@@ -190,7 +189,11 @@ pub trait Writes: FlowControlled + LostWrites {
     fn send_now(fd: HeldFd, data: &[u8]) -> SysResult<usize>;
     /// A failed attempt: asyncio's `_fatal_error` with the transport's
     /// message (a pipe also counts the write as lost first).
-    fn write_failed(slf: &Bound<'_, Self>, errno: Errno) -> PyResult<()>;
+    fn write_failed(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()>;
+    /// What asyncio's `write()` raises when it adds a non-contiguous
+    /// memoryview to a non-empty buffer (its bytearray refuses it), or None
+    /// where the buffer takes it and the later send fails instead.
+    fn queue_refuses_view(py: Python<'_>) -> Option<&'static str>;
 }
 
 /// `write(data)` once `data`'s type and the transport's state are
@@ -204,6 +207,14 @@ pub fn write_now_or_queue<T: Writes>(slf: &Bound<'_, T>, data: &Bound<'_, PyAny>
         let t = slf.try_borrow()?;
         (t.held_fd(), t.has_queued())
     };
+    if crate::py::is_non_contiguous_view(data)? {
+        // asyncio hands the view to send()/os.write(), which refuse it; or,
+        // with a write already queued, to its buffer.
+        if let Some(msg) = queued.then(|| T::queue_refuses_view(slf.py())).flatten() {
+            return Err(PyTypeError::new_err(msg));
+        }
+        return T::write_failed(slf, crate::py::non_contiguous_error());
+    }
     // Converted once: sent from, and queued from, the same bytes.
     let owned: Vec<u8>;
     let bytes: &[u8] = match data.cast::<PyBytes>() {
@@ -219,7 +230,7 @@ pub fn write_now_or_queue<T: Writes>(slf: &Bound<'_, T>, data: &Bound<'_, PyAny>
             Ok(n) if n == bytes.len() => return Ok(()),
             Ok(n) => sent = n,
             Err(SysError::Again) => {}
-            Err(SysError::Os(e)) => return T::write_failed(slf, e),
+            Err(SysError::Os(e)) => return T::write_failed(slf, crate::errors::sys_error(e)),
         }
         set_watching(slf, Side::Write, true)?;
     }

@@ -87,7 +87,13 @@ impl StreamTransport {
                 .bind(py)
                 .call_method1(pyo3::intern!(py, "get"), (name, default))?
                 .unbind()),
-            None => Ok(default),
+            None => {
+                // asyncio's `_extra.get(name)` hashes the key: an
+                // unhashable one is a TypeError even with nothing stored,
+                // in the words of the running Python's dict.
+                PyDict::new(py).get_item(name)?;
+                Ok(default)
+            }
         }
     }
 

@@ -12,7 +12,6 @@ use crate::event_loop::fds::Side;
 use crate::sys::{self, HeldFd, SysError, SysResult};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
-use rustix::io::Errno;
 
 impl Writes for StreamTransport {
     fn held_fd(&self) -> HeldFd {
@@ -31,12 +30,14 @@ impl Writes for StreamTransport {
         sys::send(fd, data)
     }
 
-    fn write_failed(slf: &Bound<'_, Self>, errno: Errno) -> PyResult<()> {
-        super::super::shared::fatal(
-            slf,
-            errors::sys_error(errno),
-            "Fatal write error on socket transport",
-        )
+    fn write_failed(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
+        super::super::shared::fatal(slf, err, "Fatal write error on socket transport")
+    }
+
+    fn queue_refuses_view(py: Python<'_>) -> Option<&'static str> {
+        // 3.11's `self._buffer.extend(data)`; from 3.12 the view is queued
+        // as it is and the vectored send refuses it.
+        (py.version_info() < (3, 12)).then_some("can't set bytearray slice from memoryview")
     }
 }
 
@@ -64,6 +65,13 @@ impl StreamTransport {
         }
         if drop_lost_write(slf)? {
             return Ok(());
+        }
+        // asyncio queues views of the items and sends them with one
+        // sendmsg(), which refuses a non-contiguous one: nothing is sent.
+        for d in &items {
+            if crate::py::is_non_contiguous_view(d)? {
+                return Self::write_failed(slf, crate::py::non_contiguous_error());
+            }
         }
         // Every item is converted before any is queued: a bad one writes
         // nothing, as in asyncio.
