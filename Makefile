@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood lint fmt stubtest pythons test-versions wheels release-check clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood soak lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,6 +74,11 @@ bench-subprocess: build  ## subprocess benchmarks (spawn-and-wait, communicate t
 bench-flood: build  ## call_soon_threadsafe floods: timer lateness, backlog, RSS with 1-8 producer threads, per loop
 	$(VPY) -m pip install -q uvloop
 	$(VPY) benches/threadsafe_flood.py
+
+SOAK_SECONDS ?= 300
+
+soak: build  ## soak: TCP echo with resets and half-closes, timers, threadsafe calls, subprocesses for SOAK_SECONDS; fails if RSS, fds, tasks or blocks grow
+	$(VPY) benches/soak.py --seconds $(SOAK_SECONDS)
 
 lint:  ## cargo fmt --check, clippy -D warnings, mypy stubtest
 	cargo fmt --check
