@@ -171,16 +171,22 @@ impl Handle {
     }
 
     /// asyncio's `Handle._repr_info()`, with `when=` spliced in for timers.
-    fn repr_info(&self, py: Python<'_>, class: &str, when: Option<f64>) -> PyResult<String> {
+    fn repr_info(
+        &self,
+        py: Python<'_>,
+        class: &str,
+        when: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
         let mut info = vec![class.to_string()];
         let cancelled = self.is_cancelled();
         if cancelled {
             info.push("cancelled".into());
         }
         if let Some(w) = when {
-            info.push(format!("when={}", pyo3::types::PyFloat::new(py, w).str()?));
+            info.push(format!("when={}", w.str()?));
         }
-        if let Some((cb, args)) = self.target(py) {
+        // asyncio shows no callback when there is none (`call_soon(None)`).
+        if let Some((cb, args)) = self.target(py).filter(|(cb, _)| !cb.is_none(py)) {
             let debug = self.loop_debug(py)?;
             let src = py::format_callback_source(py, cb.bind(py), args.bind(py), debug)?;
             info.push(src.to_string());
@@ -273,6 +279,11 @@ impl Handle {
 #[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen)]
 pub struct TimerHandle {
     when: f64,
+    /// The deadline object `call_at` was given when it was not a float
+    /// (an int, a Decimal, a Fraction): asyncio's handle keeps it as its
+    /// `when()`, its repr and its hash, and orders by it; the heap orders
+    /// by `when`, its float value.
+    given: Option<Py<PyAny>>,
     /// True while the handle sits in the loop's timer heap.
     scheduled: AtomicBool,
     /// The loop's count of cancelled timers still in its heap, which drives
@@ -281,9 +292,10 @@ pub struct TimerHandle {
 }
 
 impl TimerHandle {
-    pub fn new(when: f64, cancelled_in_heap: Arc<AtomicUsize>) -> Self {
+    pub fn new(when: f64, given: Option<Py<PyAny>>, cancelled_in_heap: Arc<AtomicUsize>) -> Self {
         Self {
             when,
+            given,
             scheduled: AtomicBool::new(true),
             cancelled_in_heap,
         }
@@ -297,13 +309,13 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
-    fn when(&self) -> f64 {
-        self.when
+    fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.deadline(py)
     }
 
     #[getter(_when)]
-    fn when_attr(&self) -> f64 {
-        self.when
+    fn when_attr<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.deadline(py)
     }
 
     #[getter(_scheduled)]
@@ -326,13 +338,16 @@ impl TimerHandle {
             return Ok(r.bind(py).to_string());
         }
         let class = slf.get_type().name()?.to_string();
-        base.repr_info(py, &class, Some(slf.get().when))
+        base.repr_info(py, &class, Some(&slf.get().deadline(py)))
     }
 
     /// asyncio's `hash(self._when)`: equal handles (0.0 and -0.0 too)
     /// hash equally. A NaN float hashes by its identity in CPython; the
     /// handle's stands in for it.
     fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+        if let Some(given) = &slf.get().given {
+            return given.bind(slf.py()).hash();
+        }
         let when = slf.get().when;
         if when.is_nan() {
             return Ok((slf.as_ptr() as usize).rotate_right(4) as isize);
@@ -366,6 +381,14 @@ impl TimerHandle {
 }
 
 impl TimerHandle {
+    /// What asyncio's `_when` would be: the object given, else the float.
+    fn deadline<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.given {
+            Some(given) => given.bind(py).clone(),
+            None => pyo3::types::PyFloat::new(py, self.when).into_any(),
+        }
+    }
+
     /// asyncio's TimerHandle.__eq__: same deadline, callback, args and state.
     fn same(a: &Bound<'_, Self>, b: &Bound<'_, Self>) -> PyResult<bool> {
         let py = a.py();

@@ -182,12 +182,16 @@ def test_nan_deadlines_fire_in_asyncios_heap_order(loop, seed):
 
 @pytest.mark.parametrize("when", [10**400, -(10**400)], ids=["far future", "far past"])
 def test_a_deadline_beyond_a_float_is_accepted(loop, when):
-    """asyncio keeps any int as a deadline; it orders as an infinity."""
+    """asyncio keeps any int as a deadline, and the handle's when() is that
+    int; it orders as an infinity."""
     out = []
-    loop.call_at(when, out.append, "huge")
+    handle = loop.call_at(when, out.append, "huge")
+    assert handle.when() == when and type(handle.when()) is int
+    assert repr(handle).startswith(f"<TimerHandle when={when} ")
     loop.call_soon(out.append, "soon")
     run_once(loop)
     assert out == (["soon"] if when > 0 else ["soon", "huge"])
+    handle.cancel()
 
 
 def test_a_delay_beyond_a_float_fails_as_time_plus_delay_does(loop):

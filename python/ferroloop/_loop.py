@@ -214,7 +214,7 @@ class Loop(_ferroloop.BaseEventLoop, asyncio.AbstractEventLoop):  # type: ignore
     # `context` (3.15): the context every callback of the transport runs
     # in; asyncio's own code passes it from create_connection and Server.
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None, context=None):
-        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server, context)
+        return _transports._SelectorSocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _start_serving(
         self,
@@ -269,13 +269,13 @@ class Loop(_ferroloop.BaseEventLoop, asyncio.AbstractEventLoop):  # type: ignore
                 _logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+        return _transports._SelectorDatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+        return _transports._UnixReadPipeTransport(self, pipe, protocol, waiter, extra)
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
+        return _transports._UnixWritePipeTransport(self, pipe, protocol, waiter, extra)
 
     def _make_ssl_transport(
         self,
@@ -305,7 +305,7 @@ class Loop(_ferroloop.BaseEventLoop, asyncio.AbstractEventLoop):  # type: ignore
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
+        _transports._SelectorSocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
         return ssl_protocol._app_transport
 
     async def start_tls(

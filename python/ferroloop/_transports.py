@@ -129,18 +129,11 @@ class _SelectorTransport(_FlowControlMixin):
 
 
 class _SelectorSocketTransport(_SelectorTransport):
-    """asyncio's stream transport overrides `_call_connection_lost` in
-    `_SelectorSocketTransport`; so does this class of the same name, so that
-    the handle that runs it reads as asyncio's."""
-
-    def _call_connection_lost(self, exc) -> None:
-        self._core._call_connection_lost(exc)
-
-
-class SocketTransport(_SelectorSocketTransport):
     """A TCP or Unix stream transport. Its socket object, `sockname` and
     `peername` are kept by the core and made into Python objects only when
-    asked for (`get_extra_info`, `_sock`, `_extra`)."""
+    asked for (`get_extra_info`, `_sock`, `_extra`). Named as asyncio's
+    class, as are the other transports here: reprs, and the handles of
+    their methods in error reports, read as asyncio's do."""
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -210,6 +203,11 @@ class SocketTransport(_SelectorSocketTransport):
     def _force_close(self, exc) -> None:
         self._core._force_close(exc)
 
+    # asyncio's stream transport overrides this one: the handle that runs
+    # it is named `_SelectorSocketTransport._call_connection_lost`.
+    def _call_connection_lost(self, exc) -> None:
+        self._core._call_connection_lost(exc)
+
     def _make_empty_waiter(self):
         return self._core._make_empty_waiter()
 
@@ -217,11 +215,11 @@ class SocketTransport(_SelectorSocketTransport):
         self._core._reset_empty_waiter()
 
 
-def accepted(loop, core, server) -> SocketTransport:
+def accepted(loop, core, server) -> _SelectorSocketTransport:
     """The transport of a connection the native accept loop took
-    (src/transports/server.rs): `SocketTransport.__init__` for a core the
+    (src/transports/server.rs): `_SelectorSocketTransport.__init__` for a core the
     loop already made."""
-    self = SocketTransport.__new__(SocketTransport)
+    self = _SelectorSocketTransport.__new__(_SelectorSocketTransport)
     self._loop = loop
     self._server = server
     self._core = core
@@ -231,7 +229,7 @@ def accepted(loop, core, server) -> SocketTransport:
     return self
 
 
-class DatagramTransport(_SelectorTransport, asyncio.DatagramTransport):
+class _SelectorDatagramTransport(_SelectorTransport, asyncio.DatagramTransport):
     """A UDP or Unix datagram transport."""
 
     def _init_extra(self, loop, sock, extra) -> None:
@@ -282,7 +280,7 @@ def _check_pipe(fileno: int, message: str) -> int:
     return mode
 
 
-class ReadPipeTransport(asyncio.ReadTransport):
+class _UnixReadPipeTransport(asyncio.ReadTransport):
     """The read end of a pipe, FIFO, character device or PTY."""
 
 
@@ -321,6 +319,11 @@ class ReadPipeTransport(asyncio.ReadTransport):
     def _start_reading(self) -> None:  # scheduled: holds the transport until then
         self._core._start_reading()
 
+    # What the loop runs when the pipe is readable, as in asyncio: the
+    # `handle` of the report when data_received() raises.
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
     @property
     def _protocol(self):
         return self._core.get_protocol()
@@ -357,7 +360,7 @@ class ReadPipeTransport(asyncio.ReadTransport):
         self._core._call_connection_lost(exc)
 
 
-class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
+class _UnixWritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
     """The write end of a pipe, FIFO, character device or PTY."""
 
 
@@ -428,6 +431,10 @@ class WritePipeTransport(_FlowControlMixin, asyncio.WriteTransport):
         self._core.close()
 
     def abort(self) -> None:
+        if self._loop is None:
+            # Once connection_lost() has run, asyncio's abort() reaches for
+            # `self._loop._remove_reader` on the loop it has let go of.
+            raise AttributeError("'NoneType' object has no attribute '_remove_reader'")
         self._core.abort()
 
     def is_closing(self) -> bool:

@@ -196,6 +196,7 @@ impl LoopCore {
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when: f64,
+        given: Option<Py<PyAny>>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
@@ -210,11 +211,20 @@ impl LoopCore {
             Self::debug_checks(slf, callback, "call_at", true)?;
         }
         let base = Self::make_handle(slf, callback, args, context, debug)?;
-        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, counter));
+        let init =
+            PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
         let timer = Py::new(py, init)?;
         slf.try_borrow_mut()?.timers.push(when, timer.clone_ref(py));
         Ok(timer)
     }
+}
+
+/// A deadline as the heap orders it, and the object itself when it is not
+/// a float: asyncio's handle keeps that as its `when()`.
+fn deadline(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
+    let secs = seconds(when, "when cannot be None")?;
+    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind());
+    Ok((secs, given))
 }
 
 /// `float(x)` for a delay or deadline; None gets asyncio's own message.
@@ -347,18 +357,19 @@ impl LoopCore {
         let plain =
             delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
         let replaced = slf.try_borrow()?.time_replaced();
-        let when = if plain && !replaced {
-            clock::now() + delay.extract::<f64>()?
+        if plain && !replaced {
+            let when = clock::now() + delay.extract::<f64>()?;
+            return Self::schedule_at(slf, when, None, callback, args, context);
+        }
+        let py = slf.py();
+        let now = if replaced {
+            slf.call_method0(pyo3::intern!(py, "time"))?
         } else {
-            let py = slf.py();
-            let now = if replaced {
-                slf.call_method0(pyo3::intern!(py, "time"))?
-            } else {
-                PyFloat::new(py, clock::now()).into_any()
-            };
-            seconds(&now.add(delay)?, "when cannot be None")?
+            PyFloat::new(py, clock::now()).into_any()
         };
-        Self::schedule_at(slf, when, callback, args, context)
+        let when = now.add(delay)?;
+        let (secs, given) = deadline(&when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
@@ -369,8 +380,8 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let when = seconds(when, "when cannot be None")?;
-        Self::schedule_at(slf, when, callback, args, context)
+        let (secs, given) = deadline(when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
     }
 
     fn time(&self) -> f64 {

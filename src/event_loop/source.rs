@@ -21,7 +21,7 @@ pub trait IoSource: Send + Sync {
     fn on_ready(&self, py: Python<'_>, side: Side) -> PyResult<()>;
 
     /// What asyncio's handle would be called, e.g.
-    /// `SocketTransport._read_ready()`, for error messages.
+    /// `_SelectorSocketTransport._read_ready()`, for error messages.
     fn describe(&self, side: Side) -> String;
 
     /// The loop, whose exception handler gets what escapes `on_ready`.

@@ -63,7 +63,7 @@ pub struct DatagramTransport {
     writing: bool,
 }
 
-impl_core!(DatagramTransport, "DatagramTransport", self, read: DatagramTransport::read_ready, write: DatagramTransport::write_ready);
+impl_core!(DatagramTransport, "_SelectorDatagramTransport", self, read: DatagramTransport::read_ready, write: DatagramTransport::write_ready);
 
 impl FlowControlled for DatagramTransport {
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {

@@ -150,8 +150,10 @@ impl Common {
         if let Some(p) = &pipe {
             p.bind(py).call_method0(pyo3::intern!(py, "close"))?;
         }
+        // asyncio's transport lets go of its pipe and its loop here.
         if let Some(w) = &wrapper {
             w.setattr(pyo3::intern!(py, "_pipe"), py.None())?;
+            w.setattr(pyo3::intern!(py, "_loop"), py.None())?;
         }
         drop((protocol, pipe, wrapper));
         result
@@ -180,7 +182,7 @@ pub struct ReadPipeTransport {
 // A read pipe only ever watches its Read side.
 impl_core!(
     ReadPipeTransport,
-    "ReadPipeTransport",
+    "_UnixReadPipeTransport",
     self.c,
     read: ReadPipeTransport::read_ready,
     write: ReadPipeTransport::read_ready
@@ -276,6 +278,13 @@ impl ReadPipeTransport {
         Self::close_with(slf, slf.py().None().into_bound(slf.py()))
     }
 
+    /// asyncio's `_read_ready`: what the loop runs when the pipe is
+    /// readable; the face's method of that name is the `handle` of an
+    /// error report, as asyncio's handle is.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        <Self as crate::transports::Core>::on_ready(slf, crate::event_loop::fds::Side::Read)
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.c.traverse(&visit)
     }
@@ -302,7 +311,7 @@ pub struct WritePipeTransport {
 // The Read side of a write pipe reports the reader going away.
 impl_core!(
     WritePipeTransport,
-    "WritePipeTransport",
+    "_UnixWritePipeTransport",
     self.c,
     read: WritePipeTransport::hangup,
     write: WritePipeTransport::write_ready

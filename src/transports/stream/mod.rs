@@ -83,7 +83,7 @@ pub struct StreamTransport {
     context: Option<Py<PyAny>>,
 }
 
-impl_core!(StreamTransport, "SocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready, context: context);
+impl_core!(StreamTransport, "_SelectorSocketTransport", self, read: StreamTransport::read_ready, write: StreamTransport::write_ready, context: context);
 
 impl FlowControlled for StreamTransport {
     fn flow(&mut self) -> (&mut WaterMarks, usize, &mut bool) {

@@ -162,9 +162,13 @@ impl TlsProtocol {
     /// the exception handler, as sslproto's `_control_app_writing` does.
     pub(super) fn notify_app(slf: &Bound<'_, Self>, method: &str) -> PyResult<()> {
         let py = slf.py();
-        let Some(p) = slf.try_borrow()?.app_protocol(py) else {
-            return Ok(());
-        };
+        // After connection_lost() asyncio has let go of the app protocol
+        // and calls the method on None all the same: the AttributeError is
+        // reported as the method's failure.
+        let p = slf
+            .try_borrow()?
+            .app_protocol(py)
+            .unwrap_or_else(|| py.None());
         if let Err(e) = p.bind(py).call_method0(method) {
             if stops_loop(py, &e) {
                 return Err(e);
@@ -173,7 +177,9 @@ impl TlsProtocol {
                 let t = slf.try_borrow()?;
                 (
                     t.loop_any(py),
-                    t.app_transport.as_ref().map(|f| f.clone_ref(py)),
+                    t.app_transport
+                        .as_ref()
+                        .map_or_else(|| py.None(), |f| f.clone_ref(py)),
                 )
             };
             let exc = e.into_value(py).into_bound(py).into_any();
@@ -182,7 +188,7 @@ impl TlsProtocol {
                 &loop_,
                 &format!("protocol.{method}() failed"),
                 &exc,
-                face.as_ref(),
+                Some(&face),
                 Some(&me),
             )?;
         }

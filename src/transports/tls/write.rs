@@ -37,13 +37,39 @@ impl TlsProtocol {
         if Self::drop_lost_write(slf)? {
             return Ok(());
         }
+        // asyncio appends each item to its backlog before it takes the
+        // item's len(): an item without one raises to the caller but stays
+        // queued with those before it, unwritten, and the next flush (a
+        // write, a close) fails on it as a fatal error. So here too.
         let mut items = Vec::new();
         for d in list_of_data.try_iter()? {
-            let d = d?;
-            let len = d.len()?;
-            items.push((d, len));
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => return Self::queue_items(slf, items).and(Err(e)),
+            };
+            match d.len() {
+                Ok(len) => items.push((d, len)),
+                Err(e) => {
+                    items.push((d, 0));
+                    return Self::queue_items(slf, items).and(Err(e));
+                }
+            }
         }
         Self::write_items(slf, items)
+    }
+
+    /// Puts the items at the end of the backlog; true if the handshake is
+    /// done, so that they may be written.
+    fn queue_items<'py>(
+        slf: &Bound<'py, Self>,
+        items: impl IntoIterator<Item = (Bound<'py, PyAny>, usize)>,
+    ) -> PyResult<bool> {
+        let mut t = slf.try_borrow_mut()?;
+        for (d, len) in items {
+            t.backlog.push_back((d.unbind(), len));
+            t.backlog_size += len;
+        }
+        Ok(t.state == super::State::Wrapped)
     }
 
     /// Writes refused after shutdown began are counted and, from the fifth
@@ -74,15 +100,7 @@ impl TlsProtocol {
         slf: &Bound<'py, Self>,
         items: impl IntoIterator<Item = (Bound<'py, PyAny>, usize)>,
     ) -> PyResult<()> {
-        let wrapped = {
-            let mut t = slf.try_borrow_mut()?;
-            for (d, len) in items {
-                t.backlog.push_back((d.unbind(), len));
-                t.backlog_size += len;
-            }
-            t.state == super::State::Wrapped
-        };
-        if !wrapped {
+        if !Self::queue_items(slf, items)? {
             return Ok(());
         }
         let res = Self::do_write(slf);
