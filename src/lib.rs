@@ -27,6 +27,7 @@ mod py;
 mod sys;
 pub mod timers;
 mod transports;
+mod virtual_clock;
 
 use pyo3::prelude::*;
 
@@ -35,6 +36,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<virtual_clock::VirtualClock>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::datagram::DatagramTransport>()?;
     m.add_class::<transports::tls::TlsProtocol>()?;

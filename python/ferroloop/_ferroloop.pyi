@@ -12,6 +12,7 @@ __all__ = [
     "Handle",
     "TimerHandle",
     "BaseEventLoop",
+    "VirtualClock",
     "StreamTransport",
     "TlsProtocol",
     "DatagramTransport",
@@ -64,6 +65,23 @@ class TimerHandle(Handle):
     def __ge__(self, other: TimerHandle, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
+class VirtualClock:
+    """Virtual time for tests (ferroloop.testing): a loop on this clock
+    jumps to its next timer's deadline instead of waiting for it."""
+
+    def __new__(cls, start: float = 0.0, *, autojump_threshold: float = 0.0) -> VirtualClock: ...
+    @property
+    def time(self) -> float:
+        """The virtual time: what loop.time() returns on a loop using it."""
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds the loop polls for I/O before it jumps (0: at once)."""
+    @autojump_threshold.setter
+    def autojump_threshold(self, value: float) -> None: ...
+    def advance(self, seconds: float) -> None:
+        """Moves the clock forward; timers now due run on the next iteration."""
+
 @disjoint_base
 class BaseEventLoop:
     """The Rust core of ferroloop.Loop: scheduling, timers, the poller.
@@ -74,6 +92,8 @@ class BaseEventLoop:
     _debug: bool
     _stopping: bool
     _thread_id: int | None
+    _virtual_clock: VirtualClock | None
+    """The virtual clock the loop reads (ferroloop.testing), or None."""
     @property
     def _closed(self) -> bool: ...
     @property

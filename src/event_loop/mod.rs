@@ -27,8 +27,9 @@ use crate::handles::{Handle, TimerHandle};
 use crate::poller::Poller;
 use crate::sys::EventBuf;
 use crate::timers::TimerHeap;
+use crate::virtual_clock::{VirtualClock, VirtualTime};
 use fds::FdHandlers;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
@@ -83,6 +84,9 @@ pub struct LoopCore {
     /// as asyncio's `_run_once` and `call_later` call `self.time()`.
     time_on_instance: bool,
     time_in_class: bool,
+    /// A virtual clock (`ferroloop.testing`): read instead of the monotonic
+    /// clock, and moved to the next deadline instead of waiting for it.
+    virtual_clock: Option<(Py<VirtualClock>, Arc<VirtualTime>)>,
 }
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`: a day.
@@ -97,13 +101,26 @@ impl LoopCore {
         self.time_on_instance || self.time_in_class
     }
 
+    /// The loop's own clock: the monotonic one, or the virtual one.
+    fn clock_now(&self) -> f64 {
+        match &self.virtual_clock {
+            Some((_, time)) => time.now(),
+            None => clock::now(),
+        }
+    }
+
+    /// The virtual clock's state, if the loop has one.
+    fn virtual_time(&self) -> Option<&Arc<VirtualTime>> {
+        self.virtual_clock.as_ref().map(|(_, time)| time)
+    }
+
     /// `self.time()`: the clock, or the replacement's value as a float;
     /// `replaced` is [`Self::time_replaced`], read by the caller.
     fn now(slf: &Bound<'_, Self>, replaced: bool) -> PyResult<f64> {
         if replaced {
             slf.call_method0(pyo3::intern!(slf.py(), "time"))?.extract()
         } else {
-            Ok(clock::now())
+            Ok(slf.try_borrow()?.clock_now())
         }
     }
 
@@ -277,6 +294,7 @@ impl LoopCore {
             slow_callback_duration: 0.1,
             time_on_instance: false,
             time_in_class: false,
+            virtual_clock: None,
         })
     }
 
@@ -356,16 +374,19 @@ impl LoopCore {
         }
         let plain =
             delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
-        let replaced = slf.try_borrow()?.time_replaced();
+        let (replaced, now) = {
+            let this = slf.try_borrow()?;
+            (this.time_replaced(), this.clock_now())
+        };
         if plain && !replaced {
-            let when = clock::now() + delay.extract::<f64>()?;
+            let when = now + delay.extract::<f64>()?;
             return Self::schedule_at(slf, when, None, callback, args, context);
         }
         let py = slf.py();
         let now = if replaced {
             slf.call_method0(pyo3::intern!(py, "time"))?
         } else {
-            PyFloat::new(py, clock::now()).into_any()
+            PyFloat::new(py, now).into_any()
         };
         let when = now.add(delay)?;
         let (secs, given) = deadline(&when)?;
@@ -385,7 +406,35 @@ impl LoopCore {
     }
 
     fn time(&self) -> f64 {
-        clock::now()
+        self.clock_now()
+    }
+
+    /// The virtual clock the loop reads, or None for the real one.
+    #[getter(_virtual_clock)]
+    fn virtual_clock_attr(&self, py: Python<'_>) -> Option<Py<VirtualClock>> {
+        self.virtual_clock.as_ref().map(|(c, _)| c.clone_ref(py))
+    }
+
+    /// Makes the loop read `clock` (None: the real clock again). Only
+    /// while it neither runs nor has a timer: deadlines taken on one clock
+    /// mean nothing on another.
+    #[setter(_virtual_clock)]
+    fn set_virtual_clock(&mut self, clock: Option<Bound<'_, VirtualClock>>) -> PyResult<()> {
+        if self.thread_id.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "cannot change the clock of a running loop",
+            ));
+        }
+        if !self.timers.is_empty() {
+            return Err(PyRuntimeError::new_err(
+                "cannot change the clock of a loop with timers scheduled",
+            ));
+        }
+        self.virtual_clock = clock.map(|c| {
+            let time = c.get().time.clone();
+            (c.unbind(), time)
+        });
+        Ok(())
     }
 
     /// Stores as Python would, noting whether `time` is replaced on the

@@ -19,7 +19,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let mut garbage: Vec<Py<TimerHandle>> = Vec::new();
 
     // 1. Drop cancelled timers and work out how long we may sleep.
-    let (poller, mut events, wait, time_replaced) = {
+    let (poller, mut events, wait, time_replaced, virtual_time) = {
         let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         let cancelled = this.cancelled_timers.load(Ordering::Relaxed);
@@ -51,7 +51,8 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         };
         let poller = this.poller.clone().ok_or_else(errors::loop_closed)?;
         let events = std::mem::take(&mut this.events);
-        (poller, events, wait, this.time_replaced())
+        let virtual_time = this.virtual_time().cloned();
+        (poller, events, wait, this.time_replaced(), virtual_time)
     };
     for t in &garbage {
         t.get().unschedule();
@@ -74,7 +75,13 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 let err = PyValueError::new_err("cannot convert float NaN to integer");
                 return fail_returning_events(slf, events, err);
             }
-            Some(timeout_to_ms(timeout.clamp(0.0, MAX_TIMEOUT)))
+            let timeout = timeout.clamp(0.0, MAX_TIMEOUT);
+            match &virtual_time {
+                // Virtual time does not pass while the loop waits: it polls
+                // I/O for the auto-jump threshold of real time, then jumps.
+                Some(v) if timeout > 0.0 => Some(timeout_to_ms(v.threshold())),
+                _ => Some(timeout_to_ms(timeout)),
+            }
         }
     };
 
@@ -103,6 +110,17 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             Err(WaitError::Os(e)) => {
                 return fail_returning_events(slf, events, errors::os_error(e))
             }
+        }
+    }
+
+    // 2b. Virtual time: nothing arrived while the loop polled, so it jumps
+    // to the deadline it would have slept until (a day at most, as the real
+    // wait is capped, so an infinite deadline never becomes the time).
+    if let (Some(v), Wait::Until(when)) = (&virtual_time, &wait) {
+        // A NaN deadline fires without a jump (see step 3).
+        let idle = ready_fds.is_empty() && slf.try_borrow()?.ready.is_empty();
+        if idle && !time_replaced && !when.is_nan() {
+            v.jump_to(when.min(v.now() + MAX_TIMEOUT));
         }
     }
 
