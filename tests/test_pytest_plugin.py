@@ -6,6 +6,7 @@ project, through the installed entry point, as a user's run would."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,7 @@ async def test_anyio_sleep(expect):
 CONFTEST = '''
 import json
 import os
+import os
 
 import pytest
 
@@ -69,7 +71,10 @@ def run_pytest(tmp_path, args, ini, expect, conftest=CONFTEST):
     (tmp_path / "test_user.py").write_text(TESTS)
     (tmp_path / "conftest.py").write_text(conftest)
     (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n" + ini)
-    env = {"EXPECT": json.dumps(expect), "PATH": "/usr/bin:/bin"}
+    # The caller's environment (make asan preloads a runtime the extension
+    # needs), less what would configure the inner pytest.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["EXPECT"] = json.dumps(expect)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
