@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood fuzz asan memcheck soak lint fmt stubtest pythons test-versions wheels release-check clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood bench-stats fuzz asan memcheck soak lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -80,6 +80,16 @@ SOAK_SECONDS ?= 300
 soak: build  ## soak: TCP echo with resets and half-closes, timers, threadsafe calls, subprocesses for SOAK_SECONDS; fails if RSS, fds, tasks or blocks grow
 	$(VPY) benches/soak.py --seconds $(SOAK_SECONDS)
 
+NOSTATS := .venv-nostats
+bench-stats: build  ## what always-on loop.stats() costs: bench rows with and without statistics compiled in
+	test -x $(NOSTATS)/bin/python || $(PY) -m venv $(NOSTATS)
+	$(NOSTATS)/bin/python -m pip install -q maturin
+	rm -rf target/nostats/wheel
+	CARGO_TARGET_DIR=target/nostats PYO3_PYTHON=$(abspath $(NOSTATS))/bin/python $(NOSTATS)/bin/maturin build --release -q \
+	  -i $(NOSTATS)/bin/python --features no-stats -o target/nostats/wheel
+	$(NOSTATS)/bin/python -m pip install -q --force-reinstall --no-deps target/nostats/wheel/*.whl
+	$(VPY) benches/stats_cost.py --without $(NOSTATS)/bin/python
+
 FUZZ_SCALE ?= 1
 fuzz: build  ## differential fuzzing, long: random operation sequences on ferroloop and asyncio's loop must agree
 	FERROLOOP_FUZZ=$(FUZZ_SCALE) $(VPY) -m pytest -p no:cacheprovider -q tests/test_fuzz.py
@@ -122,4 +132,4 @@ release-check: wheels  ## build everything, then check each wheel and the sdist 
 
 clean:  ## remove build products and virtualenvs
 	cargo clean
-	rm -rf .venv .venv-3.1* .venv-asan .venv-memcheck dist
+	rm -rf .venv .venv-3.1* .venv-asan .venv-memcheck .venv-nostats dist

@@ -28,12 +28,13 @@ import types
 from importlib.machinery import BuiltinImporter, SourceFileLoader
 from typing import Any, Callable, NoReturn
 
-from . import _loop
+from . import _loop, _stats
 from ._policy import EventLoopPolicy
 
 USAGE = """\
-usage: python -m ferroloop [-c cmd | -m mod | file | -] [arg] ...
-Runs the program as python would, with asyncio's loops made by ferroloop."""
+usage: python -m ferroloop [--stats] [-c cmd | -m mod | file | -] [arg] ...
+Runs the program as python would, with asyncio's loops made by ferroloop.
+--stats: a report of each loop's statistics at exit, and on SIGUSR1."""
 
 NO_LOOP_HINT = """\
 ferroloop: this program never created a ferroloop event loop, so it did not \
@@ -156,6 +157,12 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
+    if argv[0] == "--stats":
+        argv = argv[1:]
+        if not argv:
+            _usage_error("--stats needs a program to run")
+        _stats.enable()
+        atexit.register(_stats.report)
     if argv[0].startswith("-") and argv[0] not in ("-c", "-m", "-"):
         _usage_error(f"Unknown option: {argv[0]}")
     # The private setter: the public one warns from 3.14 on.

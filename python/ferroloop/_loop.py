@@ -55,6 +55,8 @@ _START_TLS_TAKES_READER_BUFFER = "_stream_reader" in base_events.BaseEventLoop.s
 # Whether this process has made a ferroloop loop: `python -m ferroloop` says
 # at exit when the program never did (a framework made its own loop).
 _made = False
+# `python -m ferroloop --stats` (_stats.py): every loop made, for the report.
+_stats_loops: list | None = None
 
 
 # Our Handle/TimerHandle are Rust types, not subclasses of asyncio's, so the
@@ -76,6 +78,8 @@ class Loop(_ferroloop.BaseEventLoop, asyncio.AbstractEventLoop):  # type: ignore
     def __init__(self) -> None:
         global _made
         _made = True
+        if _stats_loops is not None:
+            _stats_loops.append(self)
         self._signal_handlers: dict = {}
         self._ssock = self._csock = None
         self._internal_fds = 0

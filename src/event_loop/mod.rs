@@ -18,6 +18,7 @@
 pub mod fds;
 mod run;
 pub mod source;
+mod stats;
 mod tasks;
 mod throttle;
 
@@ -87,6 +88,8 @@ pub struct LoopCore {
     /// A virtual clock (`ferroloop.testing`): read instead of the monotonic
     /// clock, and moved to the next deadline instead of waiting for it.
     virtual_clock: Option<(Py<VirtualClock>, Arc<VirtualTime>)>,
+    /// `loop.stats()` (stats.rs).
+    stats: stats::Stats,
 }
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`: a day.
@@ -231,7 +234,9 @@ impl LoopCore {
         let init =
             PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
         let timer = Py::new(py, init)?;
-        slf.try_borrow_mut()?.timers.push(when, timer.clone_ref(py));
+        let mut this = slf.try_borrow_mut()?;
+        this.timers.push(when, timer.clone_ref(py));
+        this.stats.timers_scheduled += 1;
         Ok(timer)
     }
 }
@@ -295,6 +300,7 @@ impl LoopCore {
             time_on_instance: false,
             time_in_class: false,
             virtual_clock: None,
+            stats: stats::Stats::default(),
         })
     }
 
@@ -602,6 +608,7 @@ impl LoopCore {
         if value.is_none() {
             self.threadsafe_backlog = 0;
             self.throttle.turn();
+            self.stats.stopped();
         }
     }
 

@@ -41,6 +41,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 }
             }
         }
+        this.stats.timers_cancelled_dropped += garbage.len() as u64;
         let wait = if !this.ready.is_empty() || this.stopping {
             Wait::No
         } else {
@@ -98,6 +99,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
     let mut ready_fds: Vec<Readiness> = Vec::new();
     let nothing_to_poll = timeout_ms == Some(0) && slf.try_borrow()?.fds.is_empty();
+    // Only a poll that may block reads the clock first (stats.rs): what it
+    // waited is the loop's idle time.
+    let wait_started = (super::stats::ENABLED && timeout_ms != Some(0)).then(clock::now);
     if !nothing_to_poll {
         let res = py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms));
         match res {
@@ -130,11 +134,20 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         Err(e) => return fail_returning_events(slf, events, e),
     };
     let end_time = now + CLOCK_RESOLUTION;
+    let real_now = if super::stats::ENABLED && (time_replaced || virtual_time.is_some()) {
+        clock::now()
+    } else {
+        now
+    };
+    let waited = wait_started.map_or(0.0, |t| real_now - t);
     let mut dropped_fd_handles = super::fds::Detached::default();
     let batch = {
         let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         this.events = events;
+        let slow = this.slow_callback_duration;
+        this.stats
+            .iteration(real_now, waited, ready_fds.len(), slow);
         for r in &ready_fds {
             super::fds::queue_ready(this, r, &mut dropped_fd_handles, py);
         }
@@ -148,6 +161,11 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 break;
             };
             t.get().unschedule();
+            if t.bind(py).as_super().get().is_cancelled() {
+                this.stats.timers_cancelled_dropped += 1;
+            } else {
+                this.stats.timer_fired(when, now);
+            }
             this.ready
                 .push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
         }
@@ -184,15 +202,32 @@ enum Wait {
 
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
 fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
-    let debug = slf.try_borrow()?.debug;
+    let (debug, watching, threshold) = {
+        let this = slf.try_borrow()?;
+        (this.debug, this.stats.watching, this.slow_callback_duration)
+    };
+    // Debug mode times each callback anyway (run_timed); otherwise they
+    // are timed while the statistics watch for a slow one (stats.rs).
+    let timed = watching && !debug;
+    let mut last = if timed { clock::now() } else { 0.0 };
+    let mut ran = 0;
     while let Some(item) = batch.pop_front() {
         let result = if debug {
             run_timed(slf, &item)
         } else {
             run_item(slf, &item)
         };
+        ran += 1;
+        if timed {
+            let t = clock::now();
+            if t - last >= threshold {
+                note_slow(slf, &item, t - last)?;
+            }
+            last = t;
+        }
         drop(item);
         if let Err(e) = result {
+            slf.try_borrow_mut()?.stats.ran(ran);
             // SystemExit/KeyboardInterrupt: leave the rest queued, as asyncio
             // leaves them in `_ready`.
             let mut this = slf.try_borrow_mut()?;
@@ -204,6 +239,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
         }
     }
     let mut this = slf.try_borrow_mut()?;
+    this.stats.ran(ran);
     // Keep the larger buffer for the next batch, unless a burst left it far
     // larger than what the loop now needs.
     if this.spare.capacity() < batch.capacity() {
@@ -213,6 +249,28 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
     if this.spare.capacity() > 4 * needed {
         this.spare.shrink_to(needed);
     }
+    Ok(())
+}
+
+/// A callback that ran for `seconds`, at least the slow threshold: counted,
+/// and kept (as asyncio's debug log names it) if among the slowest.
+fn note_slow(slf: &Bound<'_, LoopCore>, item: &Ready, seconds: f64) -> PyResult<()> {
+    let py = slf.py();
+    let name = match item {
+        Ready::Native(h) => Some(h.clone_ref(py).into_any()),
+        Ready::Foreign(h) => Some(h.clone_ref(py)),
+        Ready::Source(..) => None,
+    };
+    let name = match (name, item) {
+        (Some(h), _) => py::asyncio(py)?
+            .format_handle
+            .bind(py)
+            .call1((h,))?
+            .to_string(),
+        (None, Ready::Source(s, side, _)) => s.describe(*side),
+        (None, _) => String::new(),
+    };
+    slf.try_borrow_mut()?.stats.slow(seconds, || name);
     Ok(())
 }
 
@@ -310,6 +368,7 @@ fn run_timed(slf: &Bound<'_, LoopCore>, item: &Ready) -> PyResult<()> {
     drop(previous);
     result?;
     if dt >= slf.try_borrow()?.slow_callback_duration {
+        note_slow(slf, item, dt)?;
         let a = py::asyncio(py)?;
         let name = a.format_handle.bind(py).call1((handle,))?;
         a.logger.bind(py).call_method1(
