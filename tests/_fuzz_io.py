@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import sys
 
 from _fuzz_ops import Boom, HandlerLog, LogCapture, attempt, exc_sig
 from hypothesis import strategies as st
@@ -229,6 +230,8 @@ def transport_op(world, t, op):
 # --- stream transports: TCP, and TLS over it -------------------------------------------------------------
 
 
+WRITELINES_AFTER_LOSS_FAILS = (3, 12) <= sys.version_info[:2] < (3, 14)
+
 MISBEHAVIOURS = [
     "none", "none", "none", "made_raises", "data_raises", "data_returns", "eof_raises", "eof_true", "eof_truthy",
     "eof_badbool", "lost_raises", "pause_raises"]
@@ -280,6 +283,12 @@ class StreamWorld(World):
     def apply(self, n, op):
         name, side = op[0], op[1]
         t = self.peers[side].transport
+        if name == "writelines" and WRITELINES_AFTER_LOSS_FAILS and not self.tls and t._conn_lost:
+            # 3.12 and 3.13's socket writelines() does not check for a lost
+            # connection: it buffers and calls the loop it has let go of
+            # (AttributeError on `_add_writer`). 3.14's checks, as write()
+            # always did. Not compared; the README lists it.
+            return ("skipped: writelines after loss, asyncio 3.12/3.13",)
         if name in ("write", "writelines"):
             data, obj = (write_data if name == "write" else writelines_data)(op[2], n)
             result = attempt(getattr(t, name), obj)

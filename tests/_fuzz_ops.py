@@ -27,6 +27,7 @@ import logging
 import math
 import numbers
 import re
+import sys
 
 from hypothesis import strategies as st
 
@@ -127,6 +128,13 @@ class DuckContext:
 
 CALLBACKS = ["rec", "rec", "rec", "raise", "base", "kbi", "stop", "nested", "cancel", "var", "reenter", "int",
              "none"]
+# 3.13's run_forever runs its clean-up even when its set-up refused a
+# nested run ("This event loop is already running"): the running loop's
+# _stopping and _thread_id are reset, and a stop() queued before the refused
+# call no longer stops it (3.14 moved the set-up out of the try). The
+# reference loop then waits forever: no re-entry is generated there.
+if sys.version_info[:2] == (3, 13):
+    CALLBACKS.remove("reenter")
 EXACT_DEADLINES = {"int": 5, "bool": True, "decimal": decimal.Decimal(3), "fraction": fractions.Fraction(1, 3),
                    "float": 2.5}
 

@@ -30,6 +30,7 @@ import functools
 import gc
 import os
 import ssl
+import sys
 
 import pytest
 import trustme
@@ -50,6 +51,16 @@ FUZZ = int(os.environ.get("FERROLOOP_FUZZ", "0") or "0")
 # A long run gets a longer per-test limit than pyproject's (which is for
 # the short mode): a hung example still ends the run, with a traceback.
 pytestmark = [pytest.mark.timeout(1800 * FUZZ)] if FUZZ else []
+
+# The reference is asyncio's loop of the running Python, and on 3.12 and 3.13
+# it has bugs of its own that the generators reach: a refused nested
+# run_forever() resets the running loop's state (3.13.0), and socket
+# writelines() after a lost connection calls the loop it let go of (3.12,
+# 3.13); some sequences then hang asyncio's loop. Until the generators keep
+# clear of them there (and 3.14/3.15 are triaged), the suite runs on 3.11.
+pytestmark.append(
+    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="differential fuzzing is triaged on 3.11 only")
+)
 
 
 def budget(short: int, long: int):
