@@ -18,7 +18,7 @@ from ferroloop import _ferroloop, _from_asyncio
 
 RUST = {
     "call_at", "call_later", "call_soon", "call_soon_threadsafe", "create_future", "create_task",
-    "get_debug", "get_task_factory", "is_closed", "is_running", "set_task_factory", "stop", "time",
+    "get_debug", "get_task_factory", "is_closed", "is_running", "set_task_factory", "stats", "stop", "time",
 }
 FERROLOOP = {
     "add_reader", "add_signal_handler", "add_writer", "close", "remove_reader", "remove_writer",
