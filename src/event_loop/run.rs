@@ -256,19 +256,17 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
 /// and kept (as asyncio's debug log names it) if among the slowest.
 fn note_slow(slf: &Bound<'_, LoopCore>, item: &Ready, seconds: f64) -> PyResult<()> {
     let py = slf.py();
-    let name = match item {
-        Ready::Native(h) => Some(h.clone_ref(py).into_any()),
-        Ready::Foreign(h) => Some(h.clone_ref(py)),
-        Ready::Source(..) => None,
-    };
-    let name = match (name, item) {
-        (Some(h), _) => py::asyncio(py)?
+    let format = |h: Py<PyAny>| -> PyResult<String> {
+        Ok(py::asyncio(py)?
             .format_handle
             .bind(py)
             .call1((h,))?
-            .to_string(),
-        (None, Ready::Source(s, side, _)) => s.describe(*side),
-        (None, _) => String::new(),
+            .to_string())
+    };
+    let name = match item {
+        Ready::Native(h) => format(h.clone_ref(py).into_any())?,
+        Ready::Foreign(h) => format(h.clone_ref(py))?,
+        Ready::Source(s, side, _) => s.describe(*side),
     };
     slf.try_borrow_mut()?.stats.slow(seconds, || name);
     Ok(())

@@ -160,15 +160,19 @@ impl Stats {
         for (k, n) in self.lag_buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                let upper = if k == 0 {
-                    1e-6
-                } else {
-                    (1u64 << k) as f64 * 1e-6
-                };
-                return upper.min(self.lag_max);
+                return bucket_upper(k).min(self.lag_max);
             }
         }
         self.lag_max
+    }
+}
+
+/// The upper bound, in seconds, of lag bucket `k` (see LAG_BUCKETS).
+fn bucket_upper(k: usize) -> f64 {
+    if k == 0 {
+        1e-6
+    } else {
+        (1u64 << k) as f64 * 1e-6
     }
 }
 
@@ -205,10 +209,8 @@ impl LoopCore {
         for (k, n) in s.lag_buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
             let upper = if k == LAG_BUCKETS - 1 {
                 f64::INFINITY
-            } else if k == 0 {
-                1e-6
             } else {
-                (1u64 << k) as f64 * 1e-6
+                bucket_upper(k)
             };
             buckets.append((upper, *n))?;
         }
