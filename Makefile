@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(VPY))
 
-.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench bench-net bench-report bench-subprocess stress-tls bench-flood bench-stats fuzz asan memcheck soak lint fmt stubtest pythons test-versions wheels release-check clean
+.PHONY: help venv build test check test-python pytest cargo-test conformance conformance-all demo bench peers bench-peers bench-per-op bench-net bench-report bench-subprocess stress-tls bench-flood bench-stats fuzz asan memcheck soak lint fmt stubtest pythons test-versions wheels release-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,9 +48,30 @@ conformance-all: build  ## every test_asyncio module that measures a loop, not o
 demo: build  ## showcase: a real asyncio workload on ferroloop beside the stdlib loop
 	$(VPY) demo/showcase.py
 
-bench: build  ## loop-core benchmarks: ferroloop vs asyncio vs uvloop, as ratios
+BENCH_ARGS ?=
+bench: build  ## loop-core benchmarks: ferroloop vs asyncio vs uvloop, as ratios (BENCH_ARGS="--peers ...")
 	$(VPY) -m pip install -q uvloop
-	$(VPY) benches/run.py
+	$(VPY) benches/run.py $(BENCH_ARGS)
+
+# rsloop has no wheel for every Python and its sdist uses an unstable
+# feature: stable Rust builds it with RUSTC_BOOTSTRAP (a few minutes, once).
+RSLOOP_ENV := RUSTUP_TOOLCHAIN=stable RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zcrate-attr=feature(allocator_api)"
+peers: build  ## install the Rust peer loops rloop and rsloop into the venv
+	$(VPY) -m pip install -q uvloop rloop
+	$(VPY) -c "import rsloop" 2>/dev/null || $(RSLOOP_ENV) $(VPY) -m pip install -q rsloop
+
+bench-peers: peers  ## make bench with rloop and rsloop columns, vs the best peer, and the fairness table
+	$(VPY) benches/run.py --peers $(BENCH_ARGS)
+
+CALLGRIND := .venv-callgrind
+bench-per-op: peers  ## ns per call_soon and per callback run, GC on/off, every loop; instructions (callgrind)
+	test -x $(CALLGRIND)/bin/python || $(PY) -m venv $(CALLGRIND)
+	$(CALLGRIND)/bin/python -m pip install -q maturin uvloop rloop
+	rm -rf target/callgrind/wheel
+	CARGO_TARGET_DIR=target/callgrind PYO3_PYTHON=$(abspath $(CALLGRIND))/bin/python $(CALLGRIND)/bin/maturin build --release -q \
+	  -i $(CALLGRIND)/bin/python --features memcheck -o target/callgrind/wheel
+	$(CALLGRIND)/bin/python -m pip install -q --force-reinstall --no-deps target/callgrind/wheel/*.whl
+	$(VPY) benches/per_op.py --callgrind --callgrind-python $(CALLGRIND)/bin/python
 
 bench-net: build  ## networking benchmarks (echo, UDP, HTTP(S) under wrk, TLS, idle-conn RSS) vs asyncio, uvloop, a Rust floor
 	$(VPY) -m pip install -q uvloop httptools aiohttp trustme
@@ -89,6 +110,8 @@ bench-stats: build  ## what always-on loop.stats() costs: bench rows with and wi
 	  -i $(NOSTATS)/bin/python --features no-stats -o target/nostats/wheel
 	$(NOSTATS)/bin/python -m pip install -q --force-reinstall --no-deps target/nostats/wheel/*.whl
 	$(VPY) benches/stats_cost.py --without $(NOSTATS)/bin/python
+	cargo build --release --manifest-path benches/loadgen/Cargo.toml
+	$(VPY) benches/net.py --only tcp1k tcp10k tcp100k unix1k udp1k --loops ferroloop --rounds 5 --nostats $(NOSTATS)/bin/python
 
 FUZZ_SCALE ?= 1
 fuzz: build  ## differential fuzzing, long: random operation sequences on ferroloop and asyncio's loop must agree
@@ -132,4 +155,4 @@ release-check: wheels  ## build everything, then check each wheel and the sdist 
 
 clean:  ## remove build products and virtualenvs
 	cargo clean
-	rm -rf .venv .venv-3.1* .venv-asan .venv-memcheck .venv-nostats dist
+	rm -rf .venv .venv-3.1* .venv-asan .venv-memcheck .venv-nostats .venv-callgrind dist

@@ -58,7 +58,12 @@ FLOOR = LOADGEN_DIR / "floor"
 SERVER = HERE / "net_server.py"
 
 LOOPS = ["asyncio", "uvloop", "ferroloop", "floor"]
-LOOP_TITLE = {"asyncio": "asyncio", "uvloop": "uvloop", "ferroloop": "ferroloop", "floor": "rust floor"}
+# --nostats PYTHON adds this column: ferroloop built with `--features no-stats`
+# (`make bench-stats`), to measure what always-on loop.stats() costs.
+NOSTATS = "nostats"
+LOOP_TITLE = {"asyncio": "asyncio", "uvloop": "uvloop", "ferroloop": "ferroloop", "floor": "rust floor",
+              NOSTATS: "no-stats"}
+PYTHON = {NOSTATS: sys.executable}  # the interpreter each Python loop's server runs on
 NOISY = 0.10  # rounds more than 10% apart on CPU/request -> "~"
 FOREIGN = 0.10  # other processes busy >10% of the window on either CPU, every round -> "!"
 
@@ -199,7 +204,8 @@ class Server:
             if w.tls:
                 cmd.append("--tls")
         else:
-            cmd = [sys.executable, str(SERVER), "--loop", loop, "--kind", kind]
+            cmd = [PYTHON.get(loop, sys.executable), str(SERVER), "--loop", "ferroloop" if loop == NOSTATS else loop,
+                   "--kind", kind]
         if w.tls:
             cmd += ["--cert", str(tmp / TLS_CERT), "--key", str(tmp / TLS_KEY)]
         if self.unix_path:
@@ -463,6 +469,7 @@ def main() -> int:
     ap.add_argument("--no-pin", action="store_true", help="pin nothing")
     ap.add_argument("--json", type=Path, default=None, help="result file [.bench-results/net-<date>.json]")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--nostats", metavar="PYTHON", help="add a column: ferroloop from this no-stats build's python")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
@@ -484,6 +491,9 @@ def main() -> int:
 
     info = facts(args)
     loops = list(args.loops)
+    if args.nostats:
+        PYTHON[NOSTATS] = args.nostats
+        loops.append(NOSTATS)
     missing = {"uvloop": info["uvloop"] is None}
     skip_reason: dict[tuple[str, str], str] = {}
     rows = [w for w in WORKLOADS if not args.only or w.key in args.only]
@@ -601,7 +611,7 @@ def main() -> int:
         print()
         print("Server CPU time per request, microseconds (LOWER is better)")
         head = f"{'workload':<{width}}" + "".join(f"{LOOP_TITLE[lp]:>12}" for lp in loops)
-        ratio_cols = [(f"f/{LOOP_TITLE[lp].split()[-1]}", lp) for lp in ("uvloop", "asyncio", "floor") if lp in loops]
+        ratio_cols = [(f"f/{LOOP_TITLE[lp].split()[-1].replace('-', '')}", lp) for lp in ("uvloop", "asyncio", "floor", NOSTATS) if lp in loops]
         if "ferroloop" in loops:
             head += "".join(f"{h:>10}" for h, _ in ratio_cols)
         print(head)
@@ -670,6 +680,12 @@ def main() -> int:
         f"! = other processes (or the hypervisor) took more than {FOREIGN:.0%} of the server's or the client's "
         "CPU during the window, in every round: its numbers are suspect, run it again on a quiet machine.",
     ]
+    if NOSTATS in loops:
+        notes.insert(
+            1,
+            f"no-stats = ferroloop built with --features no-stats ({PYTHON[NOSTATS]}); f/no-stats above 1.00x "
+            "is what always-on loop.stats() costs per request.",
+        )
     if any(w.client == "handshake" for w in rows):
         notes.insert(
             2,

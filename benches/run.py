@@ -35,9 +35,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from worker import installed  # noqa: E402
 from workloads import BY_KEY, WORKLOADS  # noqa: E402
 
 LOOPS = ["asyncio", "uvloop", "ferroloop"]
+# --peers: the other event loops written in Rust, as columns of their own.
+PEERS = ["rloop", "rsloop"]
 NOISY = 0.10  # median more than 10% above best -> marked "~"
 
 VARIANTS = ["plain", "idle-fd", "gc-off"]  # row order within a workload
@@ -91,6 +94,16 @@ def module_version(name: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def peer_version(name: str) -> str | None:
+    """A peer's installed version (neither exports __version__)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def git_rev() -> str:
     try:
         out = subprocess.run(
@@ -114,6 +127,7 @@ def facts(cpu: int | None) -> dict:
         "ferroloop": module_version("ferroloop"),
         "ferroloop_git": git_rev(),
         "uvloop": module_version("uvloop"),
+        **{peer: peer_version(peer) for peer in PEERS},
         "loadavg_start": loadavg(),
     }
 
@@ -161,10 +175,31 @@ def fmt_ratio(num: float | None, den: float | None) -> str:
     return f"{num / den:.2f}x"
 
 
+def fairness_table(loops: list[str], cpu: int | None) -> dict[str, dict]:
+    """Runs and prints: after how many chain steps a ready reader runs."""
+    fair: dict[str, dict] = {}
+    for lp in loops:
+        cmd = [sys.executable, str(HERE / "worker.py"), "--loop", lp, "--fairness"]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        fair[lp] = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr.strip()[-200:]}
+    print()
+    print("Fairness: call_soon chain steps that run before a ready reader does, over 200 trials")
+    print("(1 = I/O polled on every iteration, as asyncio does; k = polled every k iterations)")
+    print(f"{'':<12}" + "".join(f"{lp:>12}" for lp in loops))
+    for stat in ("max", "mean"):
+        cells = "".join(f"{fair[lp].get(stat, float('nan')):>12.1f}" for lp in loops)
+        print(f"{stat:<12}" + cells)
+    return fair
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=[w.key for w in WORKLOADS], help="run only these workloads")
-    ap.add_argument("--loops", nargs="+", choices=LOOPS, default=LOOPS)
+    ap.add_argument("--loops", nargs="+", choices=LOOPS + PEERS, default=LOOPS)
+    ap.add_argument("--peers", action="store_true", help="add rloop and rsloop (and a fairness table)")
+    ap.add_argument("--fairness", action="store_true", help="print the fairness table (default with --peers)")
     ap.add_argument("--idle-fd", action="store_true", help="add an idle-fd row to every workload")
     ap.add_argument("--gc-off", action="store_true", help="add a GC-off row to every workload")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (fresh processes) [3]")
@@ -185,8 +220,12 @@ def main() -> int:
 
     info = facts(cpu)
     loops = list(args.loops)
-    if "uvloop" in loops and info["uvloop"] is None:
-        print("note: uvloop is not installed (pip install uvloop); its column shows n/a", file=sys.stderr)
+    if args.peers:
+        loops += [p for p in PEERS if p not in loops]
+        args.fairness = True
+    missing = {lp for lp in loops if not installed(lp)}
+    for lp in sorted(missing):
+        print(f"note: {lp} is not installed (see benches/README.md); its column shows n/a", file=sys.stderr)
 
     # The rows: every workload's plain row, plus the extra variants.
     rows: list[tuple[str, str, int]] = []  # (key, variant, n)
@@ -210,7 +249,7 @@ def main() -> int:
         print(f"  {key} [{variant}] n={n:,} ...", end="", flush=True, file=sys.stderr)
         for _ in range(args.rounds):
             for loop in loops:
-                if loop == "uvloop" and info["uvloop"] is None:
+                if loop in missing:
                     continue
                 res = run_cell(loop, key, n, variant, args.reps, cpu)
                 if "error" in res:
@@ -250,7 +289,9 @@ def main() -> int:
     print()
     print(
         f"ferroloop {info['ferroloop']} ({info['ferroloop_git']}), "
-        f"uvloop {info['uvloop'] or 'not installed'}, {info['python_impl']} {info['python']}"
+        f"uvloop {info['uvloop'] or 'not installed'}, "
+        + "".join(f"{p} {info[p]}, " for p in PEERS if info[p] and p in loops)
+        + f"{info['python_impl']} {info['python']}"
     )
     pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
     print(f"{info['cpu_model']}, {info['cpu_count']} CPUs, {pin}; {info['date']}")
@@ -265,9 +306,13 @@ def main() -> int:
     print()
     width = max(len(label) for label, _ in table) + 2
     head = f"{'workload':<{width}}" + "".join(f"{lp:>12}" for lp in loops)
+    rivals = [lp for lp in ("uvloop", *PEERS) if lp in loops and lp not in missing]
+    best_col = "ferroloop" in loops and any(p in rivals for p in PEERS)
     if "ferroloop" in loops:
         ratio_cols = (("vs uvloop", "uvloop"), ("vs asyncio", "asyncio"))
         head += "".join(f"{h:>12}" for h, lp in ratio_cols if lp in loops)
+        if best_col:
+            head += f"{'vs best':>12}"
     print(head)
     print("-" * len(head))
     for label, by_loop in table:
@@ -281,10 +326,15 @@ def main() -> int:
             for lp in ("uvloop", "asyncio"):
                 if lp in loops:
                     line += f"{fmt_ratio(by_loop[lp][0], ferro):>12}"
+            if best_col:
+                times = [by_loop[lp][0] for lp in rivals if by_loop[lp][0]]
+                line += f"{fmt_ratio(min(times) if times else None, ferro):>12}"
         print(line)
     print()
     print("vs uvloop = uvloop time / ferroloop time, vs asyncio = asyncio time / ferroloop time:")
     print("above 1.00x ferroloop is faster, below 1.00x it is slower.")
+    if best_col:
+        print(f"vs best = the fastest of {', '.join(rivals)} on that row / ferroloop time.")
     variants_shown = {v for _, v, _ in rows}
     notes = []
     if "idle-fd" in variants_shown:
@@ -295,6 +345,10 @@ def main() -> int:
         notes.append(TIMERS_NOTE)
     for note in notes:
         print(textwrap.fill(note, width=100, subsequent_indent="  "))
+
+    fair: dict[str, dict] = {}
+    if args.fairness:
+        fair = fairness_table([lp for lp in loops if lp not in missing], cpu)
 
     if not args.no_json:
         path = args.json or ROOT / ".bench-results" / f"bench-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
@@ -321,6 +375,7 @@ def main() -> int:
                 }
                 for key, variant, n in rows
             ],
+            "fairness": fair,
         }
         path.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"results written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -24,6 +24,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workloads import BY_KEY  # noqa: E402
 
 
+# The loops a worker can run: ours, asyncio's, uvloop, and the Rust peers
+# (run.py --peers) rloop and rsloop.
+LOOP_NAMES = ["asyncio", "uvloop", "ferroloop", "rloop", "rsloop"]
+
+
+def installed(name: str) -> bool:
+    """Whether the loop's package can be imported (asyncio always can)."""
+    import importlib.util
+
+    return name == "asyncio" or importlib.util.find_spec(name) is not None
+
+
 def loop_factory(name: str):
     if name == "asyncio":
         return asyncio.SelectorEventLoop  # what asyncio.new_event_loop() gives on Linux
@@ -35,6 +47,14 @@ def loop_factory(name: str):
         import ferroloop
 
         return ferroloop.new_event_loop
+    if name == "rloop":
+        import rloop
+
+        return rloop.new_event_loop
+    if name == "rsloop":
+        import rsloop
+
+        return rsloop.new_event_loop
     raise SystemExit(f"unknown loop {name!r}")
 
 
@@ -67,9 +87,10 @@ def run_once(factory, func, n: int, idle_fd: bool, gc_off: bool):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--loop", required=True, choices=["asyncio", "uvloop", "ferroloop"])
-    ap.add_argument("--workload", required=True, choices=sorted(BY_KEY))
-    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--loop", required=True, choices=LOOP_NAMES)
+    ap.add_argument("--workload", choices=sorted(BY_KEY))
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--fairness", action="store_true", help="no timing: chain steps before a ready reader runs")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--idle-fd", action="store_true")
     ap.add_argument("--gc-off", action="store_true")
@@ -80,6 +101,17 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
 
     factory = loop_factory(args.loop)
+    if args.fairness:
+        from workloads.call_soon import fairness
+
+        loop = factory()
+        try:
+            json.dump(fairness(loop), sys.stdout)
+        finally:
+            loop.close()
+        return
+    if args.workload is None or args.n is None:
+        ap.error("--workload and --n are required")
     func = BY_KEY[args.workload].func
     run_once(factory, func, max(1, args.n // 10), args.idle_fd, args.gc_off)  # warm-up
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import call_soon, futures, sleep0, tasks, timers
+from . import call_soon, futures, services, sleep0, tasks, timers
 from ._result import Result
 
 
@@ -33,12 +33,15 @@ class Workload:
 
 WORKLOADS: list[Workload] = [
     Workload("call_soon_chain", "call_soon chain, {n} hops", call_soon.chain, 1_000_000, ("idle-fd",)),
+    Workload("call_soon_chains", "call_soon: 100 chains, {n} hops", call_soon.chains, 1_000_000),
     Workload("call_soon_batch", "call_soon batch, {n} callbacks", call_soon.batch, 1_000_000, ("gc-off",)),
     Workload("timers", "timers: {n} call_later, half cancelled", timers.timers, 100_000),
     Workload("task_await", "create_task + await, {n} one by one", tasks.await_each, 100_000),
     Workload("task_gather", "create_task + gather, {n} at once", tasks.gather_all, 100_000),
     Workload("sleep0", "sleep(0): 1000 tasks, {n} switches", sleep0.sleep0, 1_000_000, ("idle-fd",)),
     Workload("future_pingpong", "Future ping-pong, {n} futures", futures.pingpong, 200_000),
+    Workload("io_timeout", "10k tasks: request + timeout(), {n} replies", services.io_timeout, 200_000),
+    Workload("queue_pipeline", "Queue pipeline in a TaskGroup, {n} items", services.queue_pipeline, 200_000),
 ]
 
 BY_KEY = {w.key: w for w in WORKLOADS}
