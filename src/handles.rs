@@ -264,7 +264,15 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some((cb, args)) = self.target.in_traverse(&visit) {
+        self.traverse_fields(&visit)
+    }
+}
+
+impl Handle {
+    /// What the handle refers to, for its traverse and for the loop's
+    /// while the loop alone holds it (queued.rs).
+    pub(crate) fn traverse_fields(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some((cb, args)) = self.target.in_traverse(visit) {
             visit.call(cb)?;
             visit.call(args)?;
         }

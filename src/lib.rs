@@ -24,6 +24,7 @@ mod handles;
 mod poller;
 mod process;
 mod py;
+mod queued;
 mod sys;
 pub mod timers;
 mod transports;

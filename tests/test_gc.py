@@ -127,3 +127,66 @@ def test_unclosed_loop_in_a_cycle_is_collected_with_a_warning(loop_factory):
     with pytest.warns(ResourceWarning, match="unclosed event loop"):
         gc.collect()
     assert ref() is None
+
+
+# The loop keeps the handles of its ready queue off the GC's lists while
+# only it holds them (src/queued.rs); these cases are where that could go
+# wrong: a handle someone else holds, and a loop that is itself garbage.
+
+
+def test_unclosed_loop_with_pending_callbacks_in_a_cycle_is_collected(loop_factory):
+    loop = loop_factory()
+    for _ in range(3):
+        loop.call_soon(loop.stop)  # loop -> ready -> handle -> bound method -> loop
+    ref = weakref.ref(loop)
+    del loop
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_whose_pending_handle_an_object_holds_is_collected(loop_factory):
+    loop = loop_factory()
+    owner = Owner()
+    owner.loop = loop
+    owner.handle = loop.call_soon(owner.method)  # owner -> handle -> owner, and -> loop
+    loop_ref, owner_ref = weakref.ref(loop), weakref.ref(owner)
+    del loop, owner
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    assert loop_ref() is None
+    assert owner_ref() is None
+
+
+def test_a_pending_handle_someone_holds_is_seen_by_the_gc(loop):
+    held = loop.call_soon(Owner().method)
+    gc.collect()
+    assert gc.is_tracked(held)
+    assert any(o is held for o in gc.get_objects())
+    run_once(loop)
+    assert gc.is_tracked(held)
+
+
+def test_cycle_through_a_pending_handle_is_collected_once_it_ran(loop):
+    owners = []
+    for _ in range(1000):
+        owner = Owner()
+        owner.handle = loop.call_soon(owner.method)
+        owners.append(weakref.ref(owner))
+    del owner
+    gc.collect()  # while pending: the loop holds them
+    assert all(r() is not None for r in owners)
+    run_once(loop)
+    gc.collect()
+    assert all(r() is None for r in owners)
+
+
+def test_callbacks_pending_across_collections_keep_their_arguments(loop):
+    out = []
+    for i in range(2000):
+        loop.call_soon(out.append, [i])  # each list only the handle holds
+        if i % 500 == 0:
+            gc.collect()
+    gc.collect()
+    run_once(loop)
+    assert out == [[i] for i in range(2000)]

@@ -7,6 +7,7 @@ use super::{LoopCore, Ready};
 use crate::errors;
 use crate::handles::Handle;
 use crate::poller::{Poller, Readiness};
+use crate::queued::Queued;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
@@ -427,7 +428,7 @@ pub(super) fn queue_ready(
         let item = match entry.slot(side).as_ref() {
             None => continue,
             Some(Waiter::Handle(h)) if h.get().is_cancelled() => None,
-            Some(Waiter::Handle(h)) => Some(Ready::Native(h.clone_ref(py))),
+            Some(Waiter::Handle(h)) => Some(Ready::Native(Queued::plain(h.clone_ref(py)))),
             Some(Waiter::Source(s)) => Some(Ready::Source(s.clone(), side, r.fd)),
         };
         match item {

@@ -26,6 +26,7 @@ use crate::clock;
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::Poller;
+use crate::queued::Queued;
 use crate::sys::EventBuf;
 use crate::timers::TimerHeap;
 use crate::virtual_clock::{VirtualClock, VirtualTime};
@@ -43,7 +44,7 @@ use std::sync::Arc;
 /// Python (asyncio code such as the signal machinery builds `events.Handle`s
 /// and queues them with `_add_callback`).
 pub(crate) enum Ready {
-    Native(Py<Handle>),
+    Native(Queued),
     Foreign(Py<PyAny>),
     /// A native I/O source whose descriptor `.2` is ready on one side.
     Source(Arc<dyn source::IoSource>, fds::Side, RawFd),
@@ -56,6 +57,12 @@ pub(crate) enum Ready {
 #[pyclass(module = "ferroloop._ferroloop", name = "BaseEventLoop", subclass)]
 pub struct LoopCore {
     ready: VecDeque<Ready>,
+    /// Where in `ready` the handles start that were adopted (queued.rs)
+    /// since the GC hook last checked them; None if there are none.
+    first_unchecked: Option<usize>,
+    /// Whether the GC hook watches this loop (queued.rs); None until the
+    /// loop first queues a handle of its own.
+    gc_watched: Option<bool>,
     /// The previous iteration's emptied batch, kept for its capacity.
     spare: VecDeque<Ready>,
     timers: TimerHeap<Py<TimerHandle>>,
@@ -208,9 +215,37 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
-        let queued = handle.clone_ref(py);
-        slf.try_borrow_mut()?.ready.push_back(Ready::Native(queued));
+        let known = slf.try_borrow()?.gc_watched;
+        let watched = match known {
+            Some(watched) => watched,
+            None => {
+                let watched = crate::queued::watch(slf)?;
+                slf.try_borrow_mut()?.gc_watched = Some(watched);
+                watched
+            }
+        };
+        let mut this = slf.try_borrow_mut()?;
+        let queued = if watched {
+            let len = this.ready.len();
+            this.first_unchecked.get_or_insert(len);
+            Queued::adopt(py, handle.clone_ref(py))
+        } else {
+            Queued::plain(handle.clone_ref(py))
+        };
+        this.ready.push_back(Ready::Native(queued));
         Ok(handle)
+    }
+
+    /// The GC hook's check (queued.rs): `f` on each handle queued since
+    /// the last check.
+    pub(crate) fn check_queued(&mut self, mut f: impl FnMut(&Queued)) {
+        if let Some(first) = self.first_unchecked.take() {
+            for item in self.ready.iter().skip(first) {
+                if let Ready::Native(q) = item {
+                    f(q);
+                }
+            }
+        }
     }
 
     fn schedule_at(
@@ -280,6 +315,8 @@ impl LoopCore {
         let poller = Poller::new().map_err(errors::os_error)?;
         Ok(Self {
             ready: VecDeque::new(),
+            first_unchecked: None,
+            gc_watched: None,
             spare: VecDeque::new(),
             timers: TimerHeap::default(),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
@@ -482,7 +519,7 @@ impl LoopCore {
     fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let item = match handle.cast::<Handle>() {
             Ok(h) if h.get().is_cancelled() => return Ok(()),
-            Ok(h) => Ready::Native(h.clone().unbind()),
+            Ok(h) => Ready::Native(Queued::plain(h.clone().unbind())),
             Err(_) => {
                 if handle
                     .getattr(pyo3::intern!(slf.py(), "_cancelled"))?
@@ -543,6 +580,7 @@ impl LoopCore {
     fn _close_core(slf: &Bound<'_, Self>) -> PyResult<()> {
         let (ready, timers, fds, poller) = {
             let mut this = slf.try_borrow_mut()?;
+            this.first_unchecked = None;
             this.closed = true;
             (
                 std::mem::take(&mut this.ready),
@@ -736,7 +774,7 @@ impl LoopCore {
         let mut seen = fds::SourcesSeen::default();
         for item in self.ready.iter().chain(self.spare.iter()) {
             match item {
-                Ready::Native(h) => visit.call(h)?,
+                Ready::Native(h) => h.traverse(&visit)?,
                 Ready::Foreign(h) => visit.call(h)?,
                 Ready::Source(s, _, _) => seen.traverse(s, &visit)?,
             }
@@ -757,6 +795,7 @@ impl LoopCore {
 
     fn __clear__(&mut self) {
         self.ready.clear();
+        self.first_unchecked = None;
         self.spare.clear();
         self.timers.drain();
         self.fds.clear();

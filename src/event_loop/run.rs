@@ -6,6 +6,7 @@ use crate::errors::{self, stops_loop, HandlerContext};
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::{Readiness, WaitError};
 use crate::py;
+use crate::queued::Queued;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
@@ -166,8 +167,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             } else {
                 this.stats.timer_fired(when, now);
             }
-            this.ready
-                .push_back(Ready::Native(t.into_bound(py).into_super().unbind()));
+            this.ready.push_back(Ready::Native(Queued::plain(
+                t.into_bound(py).into_super().unbind(),
+            )));
         }
         this.timers.shrink_if_sparse();
         // 4. Take exactly what is ready now; later arrivals wait a turn.
@@ -175,6 +177,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         this.threadsafe_backlog = 0;
         this.throttle.turn();
         let spare = std::mem::take(&mut this.spare);
+        // The batch runs now: its handles leave the loop's queue, and a
+        // running loop is not garbage, so none needs the GC hook's check.
+        this.first_unchecked = None;
         std::mem::replace(&mut this.ready, spare)
     };
     drop(dropped_fd_handles);
@@ -234,6 +239,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
             while let Some(rest) = batch.pop_back() {
                 this.ready.push_front(rest);
             }
+            // They are the loop's again, in front: the GC hook checks all.
+            this.first_unchecked = Some(0);
             this.spare = batch;
             return Err(e);
         }
