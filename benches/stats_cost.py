@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
     ap.add_argument("--only", nargs="+", help="only these workload keys")
+    ap.add_argument("--labels", nargs=2, default=["with", "without"], metavar=("THIS", "OTHER"),
+                    help="column names for this build and the --without one (any two builds compare)")
     args = ap.parse_args()
     builds = {"with": sys.executable, "without": args.without}
 
@@ -54,7 +56,7 @@ def main() -> int:
         for variant in ("plain", *[v for v in w.extra_variants if v == "idle-fd"]):
             rows.append((w, variant, max(1, int(w.n * args.scale))))
 
-    print(f"{'workload':44} {'with':>9} {'without':>9} {'best':>6} {'median':>7}  per-round range")
+    print(f"{'workload':44} {args.labels[0]:>9} {args.labels[1]:>9} {'best':>6} {'median':>7}  per-round range")
     for w, variant, n in rows:
         times: dict[str, list[float]] = {"with": [], "without": []}
         for r in range(args.rounds):

@@ -215,16 +215,18 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
-        let known = slf.try_borrow()?.gc_watched;
-        let watched = match known {
+        let mut this = slf.try_borrow_mut()?;
+        let watched = match this.gc_watched {
             Some(watched) => watched,
             None => {
+                // Once per loop; `watch` calls into Python, so unborrowed.
+                drop(this);
                 let watched = crate::queued::watch(slf)?;
-                slf.try_borrow_mut()?.gc_watched = Some(watched);
+                this = slf.try_borrow_mut()?;
+                this.gc_watched = Some(watched);
                 watched
             }
         };
-        let mut this = slf.try_borrow_mut()?;
         let queued = if watched {
             let len = this.ready.len();
             this.first_unchecked.get_or_insert(len);
