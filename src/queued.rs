@@ -77,6 +77,17 @@ impl Queued {
     pub fn track_if_shared(&self, py: Python<'_>) {
         track_if_shared(py, &self.0);
     }
+
+    /// What `Drop` does, where the caller has the GIL's token: the run
+    /// loop lets go of every handle it ran this way.
+    pub fn release(self, py: Python<'_>) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the reference
+        // is moved out exactly once.
+        let handle = unsafe { ManuallyDrop::take(&mut this.0) };
+        track_if_shared(py, &handle);
+        drop(handle.into_bound(py));
+    }
 }
 
 fn track_if_shared(_py: Python<'_>, handle: &Py<Handle>) {

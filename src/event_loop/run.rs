@@ -104,7 +104,14 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     // waited is the loop's idle time.
     let wait_started = (super::stats::ENABLED && timeout_ms != Some(0)).then(clock::now);
     if !nothing_to_poll {
-        let res = py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms));
+        // The GIL is released only for a poll that may block: a zero
+        // timeout returns at once, and giving the GIL up and taking it back
+        // costs about as much as that syscall (benches: the idle-fd chain).
+        let res = if timeout_ms == Some(0) {
+            poller.wait(&mut events, &mut ready_fds, timeout_ms)
+        } else {
+            py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms))
+        };
         match res {
             Ok(()) => {}
             Err(WaitError::Interrupted) => {
@@ -207,6 +214,7 @@ enum Wait {
 
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
 fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
+    let py = slf.py();
     let (debug, watching, threshold) = {
         let this = slf.try_borrow()?;
         (this.debug, this.stats.watching, this.slow_callback_duration)
@@ -230,7 +238,10 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
             }
             last = t;
         }
-        drop(item);
+        match item {
+            Ready::Native(q) => q.release(py),
+            other => drop(other),
+        }
         if let Err(e) = result {
             slf.try_borrow_mut()?.stats.ran(ran);
             // SystemExit/KeyboardInterrupt: leave the rest queued, as asyncio
