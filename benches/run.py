@@ -51,9 +51,11 @@ VARIANT_LABEL = {
 }
 IDLE_FD_NOTE = (
     "idle-fd rows: one never-readable socket is registered with add_reader, so every "
-    "iteration must really call epoll_wait. With no fd registered ferroloop skips that "
-    "zero-timeout syscall; asyncio (its self-pipe) and uvloop (its signal-wakeup socket) "
-    "always have an fd and poll on every iteration either way (checked with strace)."
+    "iteration must poll I/O. asyncio (its self-pipe) and uvloop (its signal-wakeup socket) "
+    "always have an fd and call epoll_wait on every iteration either way (checked with "
+    "strace). ferroloop skips that zero-timeout syscall with no fd registered, and, with "
+    "some, while its io_uring doorbell shows none has become ready (src/doorbell.rs; the "
+    "fairness table checks a ready reader still runs within one iteration)."
 )
 GC_OFF_NOTE = (
     "gc-off rows: gc.disable() during the measured part. With ~1M handles alive at once, "

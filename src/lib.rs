@@ -18,6 +18,7 @@
 )]
 
 mod clock;
+mod doorbell;
 mod errors;
 mod event_loop;
 mod handles;

@@ -20,7 +20,7 @@ use rustix::event::{eventfd, EventfdFlags};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The key under which the wake-up eventfd is registered.
@@ -107,13 +107,20 @@ impl Poller {
         let _ignored = epoll::delete(&self.epoll, unsafe { borrow_raw(fd) });
     }
 
-    /// Waits up to `timeout_ms` (None: forever) and appends what became ready.
+    /// The epoll descriptor, for the doorbell (doorbell.rs) to poll.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Waits up to `timeout_ms` (None: forever) and appends what became
+    /// ready; returns how many events the kernel reported, the wake-up
+    /// descriptor's included.
     pub fn wait(
         &self,
         buf: &mut EventBuf,
         out: &mut Vec<Readiness>,
         timeout_ms: Option<u64>,
-    ) -> Result<(), WaitError> {
+    ) -> Result<usize, WaitError> {
         let buf = &mut buf.0;
         buf.clear();
         buf.reserve(MAX_EVENTS);
@@ -145,7 +152,7 @@ impl Poller {
                 writable: !(flags - EventFlags::IN).is_empty(),
             });
         }
-        Ok(())
+        Ok(buf.len())
     }
 
     /// Wakes a wait in progress, or the next one, from any thread.

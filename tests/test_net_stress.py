@@ -289,10 +289,18 @@ def test_sequential_connections_leak_neither_fds_nor_memory(loop, loop_name):
     if loop.get_debug():  # PYTHONASYNCIODEBUG=1 / -X dev: several times the cost per connection
         total = SEQUENTIAL_ASYNCIO
     assert run(loop, open_and_close(loop, WARMUP)) == WARMUP
-    fds_before = len(open_fds())
+    fds_before = open_fds()
     rss_before = rss_mb()
     assert run(loop, open_and_close(loop, total)) == total
-    assert len(open_fds()) == fds_before
+    fds_after = open_fds()
+    # ferroloop's doorbell ring (src/doorbell.rs), the loop's own like its
+    # epoll descriptor, is made the first time a busy iteration arms it,
+    # which the warm-up may not have done; test_busy_polling.py checks that
+    # closing the loop closes it.
+    ring = "anon_inode:[io_uring]"
+    new = [link for fd, link in fds_after.items() if fd not in fds_before]
+    assert new in ([], [ring]), new
+    assert len(fds_after) - new.count(ring) == len(fds_before)
     rss_after = rss_mb()
     assert rss_after <= rss_before * 1.10 + RSS_SLACK_MB, (
         f"RSS grew from {rss_before:.1f} MB to {rss_after:.1f} MB over {total} connections"

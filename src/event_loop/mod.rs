@@ -23,6 +23,7 @@ mod tasks;
 mod throttle;
 
 use crate::clock;
+use crate::doorbell::Doorbell;
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::Poller;
@@ -72,6 +73,9 @@ pub struct LoopCore {
     /// transports/registry.rs).
     pub(crate) transports: HashMap<RawFd, Py<PyAny>>,
     poller: Option<Arc<Poller>>,
+    /// Lets a zero-timeout poll that would find nothing be skipped
+    /// (doorbell.rs).
+    doorbell: Doorbell,
     events: EventBuf,
     stopping: bool,
     closed: bool,
@@ -325,6 +329,7 @@ impl LoopCore {
             fds: HashMap::new(),
             transports: HashMap::new(),
             poller: Some(Arc::new(poller)),
+            doorbell: Doorbell::default(),
             events: EventBuf::default(),
             stopping: false,
             closed: false,
@@ -584,6 +589,8 @@ impl LoopCore {
             let mut this = slf.try_borrow_mut()?;
             this.first_unchecked = None;
             this.closed = true;
+            // The ring (and its poll of the epoll descriptor) goes first.
+            this.doorbell = Doorbell::default();
             (
                 std::mem::take(&mut this.ready),
                 this.timers.drain(),

@@ -99,7 +99,13 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
     }
     let mut ready_fds: Vec<Readiness> = Vec::new();
-    let nothing_to_poll = timeout_ms == Some(0) && slf.try_borrow()?.fds.is_empty();
+    // A zero-timeout poll is skipped too while the doorbell (doorbell.rs)
+    // shows the epoll set has stayed empty since a poll found nothing.
+    let nothing_to_poll = timeout_ms == Some(0) && {
+        let mut this = slf.try_borrow_mut()?;
+        this.fds.is_empty() || this.doorbell.silent()
+    };
+    let mut polled = None;
     // Only a poll that may block reads the clock first (stats.rs): what it
     // waited is the loop's idle time.
     let wait_started = (super::stats::ENABLED && timeout_ms != Some(0)).then(clock::now);
@@ -113,7 +119,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             py.detach(|| poller.wait(&mut events, &mut ready_fds, timeout_ms))
         };
         match res {
-            Ok(()) => {}
+            Ok(n) => polled = Some(n),
             Err(WaitError::Interrupted) => {
                 slf.try_borrow_mut()?.events = events;
                 py.check_signals()?;
@@ -153,6 +159,9 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         let mut this = slf.try_borrow_mut()?;
         let this = &mut *this;
         this.events = events;
+        if let Some(n) = polled {
+            this.doorbell.after_poll(poller.epoll_fd(), n);
+        }
         let slow = this.slow_callback_duration;
         this.stats
             .iteration(real_now, waited, ready_fds.len(), slow);
