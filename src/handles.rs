@@ -24,6 +24,10 @@ pub struct Handle {
     /// The callback and its arguments; None once cancelled.
     target: GilCell<Option<Target>>,
     context: Py<PyAny>,
+    /// The context is a copy made for this handle (`context=None`), which
+    /// no one else holds unless handed out: the loop may keep it off the
+    /// GC's lists while it queues the handle (queued.rs).
+    copied_context: bool,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
     source_traceback: Option<Py<PyAny>>,
@@ -42,6 +46,7 @@ impl Handle {
         loop_: Py<PyAny>,
         debug: bool,
     ) -> PyResult<Self> {
+        let copied_context = context.is_none();
         let context = match context {
             Some(c) => c,
             None => py::copy_context(py)?,
@@ -54,6 +59,7 @@ impl Handle {
         Ok(Self {
             target: GilCell::new(Some((callback, args))),
             context,
+            copied_context,
             loop_,
             cancelled: AtomicBool::new(false),
             source_traceback,
@@ -215,7 +221,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        self.shared_context(py)
     }
 
     #[pyo3(name = "_run")]
@@ -245,7 +251,7 @@ impl Handle {
 
     #[getter(_context)]
     fn context_attr(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        self.shared_context(py)
     }
 
     #[getter(_source_traceback)]
@@ -264,22 +270,44 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.traverse_fields(&visit)
+        self.traverse_fields(&visit, false)
     }
 }
 
 impl Handle {
-    /// What the handle refers to, for its traverse and for the loop's
-    /// while the loop alone holds it (queued.rs).
-    pub(crate) fn traverse_fields(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    /// What the handle refers to, for its traverse (`through_context`
+    /// false) and for the loop's while the loop alone holds it (queued.rs):
+    /// then a copied context the loop keeps off the GC's lists is looked
+    /// through, so what it refers to is seen as the loop's too.
+    pub(crate) fn traverse_fields(
+        &self,
+        visit: &PyVisit<'_>,
+        through_context: bool,
+    ) -> Result<(), PyTraverseError> {
         if let Some((cb, args)) = self.target.in_traverse(visit) {
             visit.call(cb)?;
             visit.call(args)?;
         }
-        visit.call(&self.context)?;
+        if through_context && self.copied_context && !crate::queued::is_tracked(&self.context) {
+            crate::queued::traverse_untracked(&self.context, visit)?;
+        } else {
+            visit.call(&self.context)?;
+        }
         visit.call(&self.loop_)?;
         visit.call(&self.source_traceback)?;
         Ok(())
+    }
+
+    /// The context this handle made for itself, if it made one.
+    pub(crate) fn copied_context(&self) -> Option<&Py<PyAny>> {
+        self.copied_context.then_some(&self.context)
+    }
+
+    /// The context, for whoever asks: back on the GC's lists first, as it
+    /// may now be held beyond the loop's view (queued.rs).
+    fn shared_context(&self, py: Python<'_>) -> Py<PyAny> {
+        crate::queued::track(py, &self.context);
+        self.context.clone_ref(py)
     }
 }
 

@@ -21,6 +21,15 @@
 //!   handle goes back on the GC's lists (`Drop`): a callback that keeps its
 //!   own handle is collected once the handle has run.
 //!
+//! The context a handle copied for itself (`context=None`, the common
+//! case) goes off the GC's lists with it, as only the handle holds it: each
+//! of the three rules covers it too (the hook puts back the context of a
+//! shared handle, or a context someone reached on its own; the loop's
+//! traverse looks through it to what it refers to; the loop puts it back
+//! before letting go of its handle, always, since CPython frees a context
+//! assuming it is on the GC's lists). `get_context()` puts it back before
+//! handing it out.
+//!
 //! Timer handles are left as they are: most are held by their caller
 //! (`asyncio.sleep`, `timeout`, `wait_for` keep theirs to cancel it), so
 //! the first rule would put them back at once. So is a handle the loop did
@@ -50,6 +59,14 @@ impl Queued {
         // whose tp_dealloc (pyo3's) untracks with the same tolerant call,
         // so one may be freed untracked.
         unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+        if let Some(context) = handle.get().copied_context() {
+            // SAFETY: as above; a Context is a GC type. Its tp_dealloc
+            // unlinks it from the GC's lists without checking that it is
+            // on them, so it must be tracked again before it can be freed:
+            // this handle holds it, and the loop tracks it again before it
+            // lets go of the handle (`release`, `Drop`).
+            unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
+        }
         Self(ManuallyDrop::new(handle))
     }
 
@@ -66,14 +83,14 @@ impl Queued {
         // loop holds the GIL. Both calls only read.
         let only_ours = unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
         if only_ours {
-            self.0.get().traverse_fields(visit)
+            self.0.get().traverse_fields(visit, true)
         } else {
             visit.call(&*self.0)
         }
     }
 
-    /// Puts the handle back on the GC's lists if someone besides the loop
-    /// holds it.
+    /// Puts the handle (and its context) back on the GC's lists if someone
+    /// besides the loop holds it.
     pub fn track_if_shared(&self, py: Python<'_>) {
         track_if_shared(py, &self.0);
     }
@@ -85,20 +102,114 @@ impl Queued {
         // SAFETY: `this` is never used or dropped again, so the reference
         // is moved out exactly once.
         let handle = unsafe { ManuallyDrop::take(&mut this.0) };
-        track_if_shared(py, &handle);
-        drop(handle.into_bound(py));
+        let_go(py, handle);
     }
 }
 
-fn track_if_shared(_py: Python<'_>, handle: &Py<Handle>) {
-    let ptr = handle.as_ptr();
+/// The loop's last use of a queued handle: whatever it kept off the GC's
+/// lists goes back on them (the handle if shared; its own context always,
+/// since dropping the handle may free it), then the reference is dropped.
+fn let_go(py: Python<'_>, handle: Py<Handle>) {
+    track_if_shared(py, &handle);
+    if let Some(context) = handle.get().copied_context() {
+        track(py, context);
+    }
+    drop(handle.into_bound(py));
+}
+
+fn track_if_shared(py: Python<'_>, handle: &Py<Handle>) {
+    let shared = |ptr: *mut ffi::PyObject| {
+        // SAFETY: the GIL is held (the token); `ptr` is live (a reference
+        // the caller holds, or one the handle holds), and this only reads
+        // its count.
+        unsafe { ffi::Py_REFCNT(ptr) > 1 }
+    };
+    let context = handle.get().copied_context();
+    // A shared handle may outlive the loop's reference, and whoever holds
+    // it reaches its context; a context shared on its own (through
+    // `gc.get_referents`) may be dropped after the handle.
+    if shared(handle.as_ptr()) {
+        track(py, handle);
+        if let Some(context) = context {
+            track(py, context);
+        }
+    } else if let Some(context) = context.filter(|c| shared(c.as_ptr())) {
+        track(py, context);
+    }
+}
+
+/// Puts `obj` back on the GC's lists if it is off them.
+pub(crate) fn track<T>(_py: Python<'_>, obj: &Py<T>) {
+    let ptr = obj.as_ptr();
     // SAFETY: the GIL is held (the token) and `ptr` is live (the caller's
-    // reference). `PyObject_GC_Track` wants an untracked object whose
-    // fields are initialised, which a handle's are once it exists.
+    // reference). `PyObject_GC_Track` wants an untracked object (checked
+    // first: it aborts on a tracked one) of a GC type whose fields are
+    // initialised; only handles and contexts are passed, both GC types
+    // and complete once they exist.
     unsafe {
-        if ffi::Py_REFCNT(ptr) > 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
+        if ffi::PyObject_GC_IsTracked(ptr) == 0 {
             ffi::PyObject_GC_Track(ptr.cast());
         }
+    }
+}
+
+/// Whether `obj`, a GC type, is on the GC's lists.
+pub(crate) fn is_tracked<T>(obj: &Py<T>) -> bool {
+    // SAFETY: only reads the object's GC header; `obj` is live (the
+    // caller's reference), and whoever calls this holds the GIL (the
+    // loop's traverse, or code with a token).
+    unsafe { ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 }
+}
+
+/// For the loop's traverse: visits what `obj` refers to, through its
+/// type's own traverse, for an object kept off the GC's lists (a queued
+/// handle's copied context) whose references count as the loop's.
+pub(crate) fn traverse_untracked<T>(
+    obj: &Py<T>,
+    visit: &PyVisit<'_>,
+) -> Result<(), PyTraverseError> {
+    struct Forward<'a, 'b> {
+        visit: &'a PyVisit<'b>,
+        failed: Option<PyTraverseError>,
+    }
+    unsafe extern "C" fn forward(
+        obj: *mut ffi::PyObject,
+        arg: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int {
+        // SAFETY: `arg` is the `Forward` below, alive and not otherwise
+        // borrowed for the duration of the traverse call that passes it.
+        let fwd = unsafe { &mut *arg.cast::<Forward<'_, '_>>() };
+        if obj.is_null() {
+            return 0;
+        }
+        // SAFETY: `Py<T>` is `repr(transparent)` over a non-null object
+        // pointer (checked above), so a reference to the pointer is a
+        // reference to a `Py`; it is only lent to the visit, never dropped.
+        let as_py = unsafe { &*(&obj as *const *mut ffi::PyObject).cast::<Py<PyAny>>() };
+        match fwd.visit.call(as_py) {
+            Ok(()) => 0,
+            Err(e) => {
+                fwd.failed = Some(e);
+                1
+            }
+        }
+    }
+    let ptr = obj.as_ptr();
+    // SAFETY: `ptr` is live (the caller's reference) and the GC's caller
+    // holds the GIL; reading its type's slot only reads.
+    let Some(traverse) = (unsafe { (*ffi::Py_TYPE(ptr)).tp_traverse }) else {
+        return Ok(());
+    };
+    let mut fwd = Forward {
+        visit,
+        failed: None,
+    };
+    // SAFETY: the type's own traverse on its own live instance, with a
+    // visitproc that forwards to ours and the argument it expects.
+    unsafe { traverse(ptr, forward, (&mut fwd as *mut Forward<'_, '_>).cast()) };
+    match fwd.failed {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -116,10 +227,7 @@ impl Drop for Queued {
         let handle = unsafe { ManuallyDrop::take(&mut self.0) };
         // The loop's queues are only touched with the GIL held, so this
         // attaches for free; it is here for soundness, not for speed.
-        Python::attach(|py| {
-            track_if_shared(py, &handle);
-            drop(handle.into_bound(py));
-        });
+        Python::attach(|py| let_go(py, handle));
     }
 }
 

@@ -1,6 +1,7 @@
 """Reference cycles through handles and loops are collected; closed loops are freed."""
 
 import asyncio
+import contextvars
 import gc
 import signal
 import socket
@@ -190,3 +191,80 @@ def test_callbacks_pending_across_collections_keep_their_arguments(loop):
     gc.collect()
     run_once(loop)
     assert out == [[i] for i in range(2000)]
+
+
+# The context a call_soon handle copies for itself is kept off the GC's
+# lists with it while only the loop holds them (src/queued.rs).
+
+VAR = contextvars.ContextVar("VAR")
+
+
+def noop():
+    pass
+
+
+def test_unclosed_loop_with_a_cycle_through_a_pending_callbacks_context(loop_factory):
+    loop = loop_factory()
+    owner = Owner()
+    owner.loop = loop
+    ref = weakref.ref(owner)
+
+    def schedule():
+        VAR.set(owner)  # loop -> handle -> its copied context -> owner -> loop
+        loop.call_soon(noop)
+
+    contextvars.copy_context().run(schedule)
+    loop_ref = weakref.ref(loop)
+    del loop, owner
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    assert loop_ref() is None
+    assert ref() is None
+
+
+def test_a_pending_handles_context_is_the_one_its_callback_runs_in(loop):
+    def set_var():
+        VAR.set("set by the callback")
+
+    handle = loop.call_soon(set_var)
+    context = handle._context  # get_context() from 3.12 on
+    gc.collect()
+    assert gc.is_tracked(context)
+    run_once(loop)
+    assert context[VAR] == "set by the callback"
+    assert handle._context is context
+    if hasattr(handle, "get_context"):
+        assert handle.get_context() is context
+
+
+@pytest.mark.parametrize("drop_handle_first", [True, False])
+def test_a_context_reached_through_gc_referents_outlives_its_handle(loop, drop_handle_first):
+    handle = loop.call_soon(VAR.set, "ran")
+    contexts = [o for o in gc.get_referents(handle) if isinstance(o, contextvars.Context)]
+    assert len(contexts) == 1
+    if drop_handle_first:
+        del handle
+    run_once(loop)  # the loop lets go of the handle
+    gc.collect()
+    context = contexts.pop()
+    assert context[VAR] == "ran"
+    assert gc.is_tracked(context)
+    del context  # freed here (or with the handle below): no crash
+    gc.collect()
+
+
+def test_cycles_through_contexts_of_callbacks_that_ran_are_collected(loop):
+    refs = []
+    for _ in range(1000):
+        owner = Owner()
+        refs.append(weakref.ref(owner))
+
+        def keep(owner=owner):
+            owner.context = contextvars.copy_context()  # owner -> context -> owner
+            VAR.set(owner)
+
+        owner.handle = loop.call_soon(keep)  # and owner -> handle -> keep -> owner
+    del owner, keep
+    run_once(loop)
+    gc.collect()
+    assert all(r() is None for r in refs)
