@@ -17,7 +17,52 @@ use pyo3::types::{PyString, PyTuple};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-type Target = (Py<PyAny>, Py<PyTuple>);
+type Target = (Py<PyAny>, Args);
+
+/// A callback's arguments, kept as they came for the counts `call_soon`
+/// sees most (none: a task step; one: a future's done callback), so those
+/// make no tuple; `_args` and reprs build one when asked.
+pub enum Args {
+    Zero,
+    One(Py<PyAny>),
+    Many(Py<PyTuple>),
+}
+
+impl Args {
+    pub fn from_tuple(args: &Bound<'_, PyTuple>) -> PyResult<Self> {
+        Ok(match args.len() {
+            0 => Args::Zero,
+            1 => Args::One(args.get_item(0)?.unbind()),
+            _ => Args::Many(args.clone().unbind()),
+        })
+    }
+
+    pub fn to_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Args::Zero => Ok(PyTuple::empty(py)),
+            Args::One(a) => PyTuple::new(py, [a.bind(py)]),
+            Args::Many(t) => Ok(t.bind(py).clone()),
+        }
+    }
+
+    /// `callback(*args)`, without a tuple for none or one.
+    fn call<'py>(&self, callback: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = callback.py();
+        match self {
+            Args::Zero => callback.call0(),
+            Args::One(a) => callback.call1((a.bind(py),)),
+            Args::Many(t) => callback.call1(t.bind(py)),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Zero => Ok(()),
+            Args::One(a) => visit.call(a),
+            Args::Many(t) => visit.call(t),
+        }
+    }
+}
 
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 pub struct Handle {
@@ -41,7 +86,7 @@ impl Handle {
     pub fn new(
         py: Python<'_>,
         callback: Py<PyAny>,
-        args: Py<PyTuple>,
+        args: Args,
         context: Option<Py<PyAny>>,
         loop_: Py<PyAny>,
         debug: bool,
@@ -115,26 +160,21 @@ impl Handle {
         let Some((cb, args)) = this.target(py) else {
             return Ok(());
         };
-        let (cb, args) = (cb.bind(py), args.bind(py));
+        let cb = cb.bind(py);
         let context = this.context.bind(py);
         let result = if py::is_context(context) {
-            py::run_in_context(context, || {
-                if args.is_empty() {
-                    cb.call0()
-                } else {
-                    cb.call1(args)
-                }
-            })
+            py::run_in_context(context, || args.call(cb))
         } else {
             // asyncio's `self._context.run(callback, *args)` is duck-typed:
             // any object with a `run` (or an AttributeError, reported below).
-            let call: Vec<Bound<'_, PyAny>> =
-                std::iter::once(cb.clone()).chain(args.iter()).collect();
+            let call: Vec<Bound<'_, PyAny>> = std::iter::once(cb.clone())
+                .chain(args.to_tuple(py)?.iter())
+                .collect();
             context.call_method1(pyo3::intern!(py, "run"), PyTuple::new(py, call)?)
         };
         match result {
             Ok(_) => Ok(()),
-            Err(err) => this.report(slf.as_any(), err, cb, args),
+            Err(err) => this.report(slf.as_any(), err, cb, &args.to_tuple(py)?),
         }
     }
 
@@ -194,7 +234,7 @@ impl Handle {
         // asyncio shows no callback when there is none (`call_soon(None)`).
         if let Some((cb, args)) = self.target(py).filter(|(cb, _)| !cb.is_none(py)) {
             let debug = self.loop_debug(py)?;
-            let src = py::format_callback_source(py, cb.bind(py), args.bind(py), debug)?;
+            let src = py::format_callback_source(py, cb.bind(py), &args.to_tuple(py)?, debug)?;
             info.push(src.to_string());
         }
         if let Some(tb) = self.non_empty_traceback(py) {
@@ -235,8 +275,8 @@ impl Handle {
     }
 
     #[getter(_args)]
-    fn args_attr(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.target(py).map(|t| t.1)
+    fn args_attr<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.target(py).map(|t| t.1.to_tuple(py)).transpose()
     }
 
     #[getter(_cancelled)]
@@ -286,7 +326,7 @@ impl Handle {
     ) -> Result<(), PyTraverseError> {
         if let Some((cb, args)) = self.target.in_traverse(visit) {
             visit.call(cb)?;
-            visit.call(args)?;
+            args.traverse(visit)?;
         }
         if through_context && self.copied_context && !crate::queued::is_tracked(&self.context) {
             crate::queued::traverse_untracked(&self.context, visit)?;
@@ -434,7 +474,7 @@ impl TimerHandle {
         }
         Ok(match (ha.target(py), hb.target(py)) {
             (Some((ca, aa)), Some((cb, ab))) => {
-                ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?
+                ca.bind(py).eq(cb.bind(py))? && aa.to_tuple(py)?.eq(ab.to_tuple(py)?)?
             }
             (None, None) => true,
             _ => false,

@@ -38,6 +38,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<event_loop::LoopCore>()?;
+    event_loop::install_call_soon(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<virtual_clock::VirtualClock>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::datagram::DatagramTransport>()?;

@@ -322,6 +322,7 @@ mod sealed {
     impl<T> Sealed for pyo3::Py<T> {}
     impl<T: Sealed> Sealed for Option<T> {}
     impl<A: Sealed, B: Sealed> Sealed for (A, B) {}
+    impl Sealed for crate::handles::Args {}
 }
 
 impl<T> CloneRef for Py<T> {
@@ -339,6 +340,17 @@ impl<T: CloneRef> CloneRef for Option<T> {
 impl<A: CloneRef, B: CloneRef> CloneRef for (A, B) {
     fn clone_ref(&self, py: Python<'_>) -> Self {
         (self.0.clone_ref(py), self.1.clone_ref(py))
+    }
+}
+
+impl CloneRef for crate::handles::Args {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        use crate::handles::Args;
+        match self {
+            Args::Zero => Args::Zero,
+            Args::One(a) => Args::One(a.clone_ref(py)),
+            Args::Many(t) => Args::Many(t.clone_ref(py)),
+        }
     }
 }
 

@@ -30,6 +30,44 @@ def test_call_soon_runs_callbacks_in_fifo_order_with_their_args(loop):
     assert out == list(range(100))
 
 
+def test_call_soon_takes_its_arguments_as_asyncio_declares_them(loop):
+    # `call_soon(self, callback, *args, context=None)`: ferroloop parses the
+    # vectorcall itself (call_soon.rs), so every form is checked here.
+    out = []
+
+    def record(*args):
+        out.append((args, VAR.get()))
+
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "given")
+    handles = [
+        loop.call_soon(record),
+        loop.call_soon(record, 1),
+        loop.call_soon(record, 1, 2, 3),
+        loop.call_soon(callback=record),
+        loop.call_soon(record, "a", context=None),
+        loop.call_soon(record, "b", context=ctx),
+        loop.call_soon(context=ctx, callback=record),
+        loop.call_soon(*[record, "c"], **{"context": ctx}),
+    ]
+    assert [h._args for h in handles] == [(), (1,), (1, 2, 3), (), ("a",), ("b",), (), ("c",)]
+    run_once(loop)
+    assert out == [
+        ((), "default"),
+        ((1,), "default"),
+        ((1, 2, 3), "default"),
+        ((), "default"),
+        (("a",), "default"),
+        (("b",), "given"),
+        ((), "given"),
+        (("c",), "given"),
+    ]
+    with pytest.raises(TypeError, match="got multiple values for argument 'callback'"):
+        loop.call_soon(record, callback=record)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'args'"):
+        loop.call_soon(record, args=(1,))
+
+
 def test_callbacks_scheduled_while_running_wait_for_the_next_iteration(loop):
     out = []
 

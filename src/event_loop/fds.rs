@@ -5,7 +5,7 @@
 use super::source::IoSource;
 use super::{LoopCore, Ready};
 use crate::errors;
-use crate::handles::Handle;
+use crate::handles::{Args, Handle};
 use crate::poller::{Poller, Readiness};
 use crate::queued::Queued;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
@@ -285,7 +285,7 @@ pub(super) fn add(
     let fd = lookup(slf, fileobj)?;
     let handle = Py::new(
         py,
-        LoopCore::make_handle(slf, callback, args, context, debug)?,
+        LoopCore::make_handle(slf, callback, Args::from_tuple(args)?, context, debug)?,
     )?;
     let mut dropped = Detached::default();
     let waiter = Waiter::Handle(handle.clone_ref(py));

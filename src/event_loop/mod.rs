@@ -15,7 +15,10 @@
 //! out first. The poller lives behind an `Arc` so the wait runs with the GIL
 //! released and no borrow held, and so other threads can wake it.
 
+mod call_soon;
 pub mod fds;
+
+pub(crate) use call_soon::install as install_call_soon;
 mod run;
 pub mod source;
 mod stats;
@@ -25,7 +28,7 @@ mod throttle;
 use crate::clock;
 use crate::doorbell::Doorbell;
 use crate::errors;
-use crate::handles::{Handle, TimerHandle};
+use crate::handles::{Args, Handle, TimerHandle};
 use crate::poller::Poller;
 use crate::queued::Queued;
 use crate::sys::EventBuf;
@@ -194,7 +197,7 @@ impl LoopCore {
     fn make_handle(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Py<PyAny>>,
         debug: bool,
     ) -> PyResult<Handle> {
@@ -202,18 +205,37 @@ impl LoopCore {
         Handle::new(
             py,
             callback.clone().unbind(),
-            args.clone().unbind(),
+            args,
             context,
             slf.clone().into_any().unbind(),
             debug,
         )
     }
 
+    /// `call_soon(callback, *args, context=context)`, its arguments parsed
+    /// (call_soon.rs).
+    pub(crate) fn call_soon_with(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let debug = {
+            let this = slf.try_borrow()?;
+            this.check_closed()?;
+            this.debug
+        };
+        if debug {
+            Self::debug_checks(slf, callback, "call_soon", true)?;
+        }
+        Self::push_soon(slf, callback, args, context, debug)
+    }
+
     /// `call_soon` without the checks: queue and return a new handle.
     pub(crate) fn push_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Py<PyAny>>,
         debug: bool,
     ) -> PyResult<Py<Handle>> {
@@ -271,7 +293,7 @@ impl LoopCore {
         if debug {
             Self::debug_checks(slf, callback, "call_at", true)?;
         }
-        let base = Self::make_handle(slf, callback, args, context, debug)?;
+        let base = Self::make_handle(slf, callback, Args::from_tuple(args)?, context, debug)?;
         let init =
             PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
         let timer = Py::new(py, init)?;
@@ -350,23 +372,7 @@ impl LoopCore {
 
     // --- scheduling -------------------------------------------------------
 
-    #[pyo3(signature = (callback, *args, context = None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let debug = {
-            let this = slf.try_borrow()?;
-            this.check_closed()?;
-            this.debug
-        };
-        if debug {
-            Self::debug_checks(slf, callback, "call_soon", true)?;
-        }
-        Self::push_soon(slf, callback, args, context, debug)
-    }
+    // `call_soon` is call_soon.rs's: a vectorcall entry of its own.
 
     #[pyo3(signature = (callback, *args, context = None))]
     fn call_soon_threadsafe(
@@ -400,7 +406,9 @@ impl LoopCore {
                     .push_back(Ready::Foreign(h.clone().unbind()));
                 h.unbind()
             }
-            None => Self::push_soon(slf, callback, args, context, debug)?.into_any(),
+            None => {
+                Self::push_soon(slf, callback, Args::from_tuple(args)?, context, debug)?.into_any()
+            }
         };
         if let Some(p) = &slf.try_borrow()?.poller {
             p.wake();

@@ -355,7 +355,7 @@ fn report_source_error(
         let h = crate::handles::Handle::new(
             py,
             callback.unbind(),
-            args.unbind(),
+            crate::handles::Args::from_tuple(&args)?,
             None,
             loop_.clone().unbind(),
             false,

@@ -107,7 +107,7 @@ impl Listener {
                     LoopCore::push_soon(
                         loop_,
                         Bound::new(py, accepted)?.as_any(),
-                        &pyo3::types::PyTuple::empty(py),
+                        crate::handles::Args::Zero,
                         Some(ctx.unbind()),
                         debug,
                     )?;
