@@ -142,12 +142,13 @@ fn track_if_shared(py: Python<'_>, handle: &Py<Handle>) {
 pub(crate) fn track<T>(_py: Python<'_>, obj: &Py<T>) {
     let ptr = obj.as_ptr();
     // SAFETY: the GIL is held (the token) and `ptr` is live (the caller's
-    // reference). `PyObject_GC_Track` wants an untracked object (checked
-    // first: it aborts on a tracked one) of a GC type whose fields are
-    // initialised; only handles and contexts are passed, both GC types
-    // and complete once they exist.
+    // reference). `PyObject_GC_Track` wants an object of a GC type (it
+    // writes the header only those have: checked first, though only
+    // handles and copied contexts are passed) that is untracked (checked:
+    // it aborts on a tracked one) and complete, which they are once they
+    // exist.
     unsafe {
-        if ffi::PyObject_GC_IsTracked(ptr) == 0 {
+        if ffi::PyObject_IS_GC(ptr) != 0 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
             ffi::PyObject_GC_Track(ptr.cast());
         }
     }
