@@ -37,6 +37,7 @@ use pyo3::prelude::*;
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    handles::install_traverse(m.py());
     m.add_class::<event_loop::LoopCore>()?;
     event_loop::install_call_soon(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<virtual_clock::VirtualClock>()?;

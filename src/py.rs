@@ -308,6 +308,17 @@ impl<T> GilCell<T> {
         // returned borrow (scoped to the traversal) is in use.
         unsafe { &*self.0.get() }
     }
+
+    /// The contents in a `tp_traverse` of our own (handles.rs), which has
+    /// no `PyVisit` to show for it.
+    ///
+    /// # Safety
+    /// Called only inside a `tp_traverse` that the collector called, and
+    /// the borrow not kept past it.
+    pub unsafe fn during_gc(&self) -> &T {
+        // SAFETY: as in `in_traverse`, by the caller's contract.
+        unsafe { &*self.0.get() }
+    }
 }
 
 /// Values whose copy runs no Python code: references (a copy is an
