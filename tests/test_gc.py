@@ -268,3 +268,28 @@ def test_cycles_through_contexts_of_callbacks_that_ran_are_collected(loop):
     run_once(loop)
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_the_gc_sees_what_handles_refer_to(loop):
+    import decimal
+
+    def f(*args):
+        pass
+
+    arg, ctx = object(), contextvars.copy_context()
+    when = decimal.Decimal(loop.time() + 3600)
+    handles = [
+        loop.call_soon(f, arg, context=ctx),
+        loop.call_soon(f, arg, 2, 3, context=ctx),
+        loop.call_later(3600, f, arg, context=ctx),
+        loop.call_at(when, f, arg, context=ctx),
+    ]
+    for h in handles:
+        refs = gc.get_referents(h)
+        for expected in (f, ctx, loop):
+            assert any(r is expected for r in refs), (h, expected, refs)
+        # The argument, alone or in the args tuple.
+        assert any(r is arg or (type(r) is tuple and arg in r) for r in refs), refs
+    assert any(r is when for r in gc.get_referents(handles[3]))
+    for h in handles:
+        h.cancel()
