@@ -32,6 +32,7 @@
 //! but those polls, as before.
 
 use io_uring::{opcode, types, IoUring};
+use rustix::process::{getpid, Pid};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
@@ -49,9 +50,12 @@ static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 #[derive(Default)]
 pub struct Doorbell {
     /// Made the first time the doorbell is armed, in the thread that arms
-    /// it: with `SINGLE_ISSUER` only that thread may enter the ring.
-    ring: Option<(IoUring, ThreadId)>,
+    /// it: with `SINGLE_ISSUER` only that thread (of that process: a
+    /// forked child inherits the ring but may not enter it) may enter it.
+    ring: Option<(IoUring, ThreadId, Pid)>,
     armed: bool,
+    /// Arming failed on a ring that was set up: the loop polls as before.
+    broken: bool,
     /// Empty polls since the last one that found something.
     quiet: u32,
     /// Which arming a completion answers: one from an earlier arming may
@@ -67,7 +71,7 @@ impl Doorbell {
         if !self.armed {
             return false;
         }
-        let Some((ring, _)) = &mut self.ring else {
+        let Some((ring, _, _)) = &mut self.ring else {
             return false;
         };
         // Pending completion work is the poll firing; a posted completion
@@ -101,10 +105,18 @@ impl Doorbell {
 
     /// Submits a one-shot poll for `epoll` becoming readable.
     fn arm(&mut self, epoll: RawFd) -> bool {
-        let this_thread = std::thread::current().id();
-        if self.ring.as_ref().is_some_and(|(_, t)| *t != this_thread) {
+        if self.broken {
+            return false;
+        }
+        let (this_thread, this_process) = (std::thread::current().id(), getpid());
+        if self
+            .ring
+            .as_ref()
+            .is_some_and(|(_, t, p)| (*t, *p) != (this_thread, this_process))
+        {
             // The loop now runs in another thread (asyncio allows that,
-            // one thread at a time); the old ring cannot be entered here.
+            // one thread at a time) or in a forked child: the old ring
+            // cannot be entered here.
             self.ring = None;
         }
         if self.ring.is_none() {
@@ -112,14 +124,14 @@ impl Doorbell {
                 return false;
             }
             match new_ring() {
-                Ok(ring) => self.ring = Some((ring, this_thread)),
+                Ok(ring) => self.ring = Some((ring, this_thread, this_process)),
                 Err(_) => {
                     UNAVAILABLE.store(true, Ordering::Relaxed);
                     return false;
                 }
             }
         }
-        let Some((ring, _)) = &mut self.ring else {
+        let Some((ring, _, _)) = &mut self.ring else {
             return false;
         };
         self.generation = self.generation.wrapping_add(1);
@@ -135,9 +147,15 @@ impl Doorbell {
         // Entering the ring also runs the work an earlier arming left
         // pending (the TASKRUN flag); its completions are dropped here.
         let submitted = ring.submit().is_ok_and(|n| n == 1);
+        if !submitted {
+            // Not worth a failing system call per busy iteration.
+            self.ring = None;
+            self.broken = true;
+            return false;
+        }
         let generation = self.generation;
         let fired_at_once = ring.completion().any(|c| c.user_data() == generation);
-        submitted && !fired_at_once
+        !fired_at_once
     }
 }
 

@@ -176,3 +176,44 @@ def test_closing_the_loop_closes_its_ring(loop_factory, pair):
     finally:
         loop.close()
     assert rings() == before
+
+
+def busy(loop, steps):
+    count = 0
+
+    def step():
+        nonlocal count
+        count += 1
+        if count < steps:
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    loop.call_soon(step)
+    loop.run_forever()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads
+def test_a_forked_child_can_run_the_loop_it_inherited(loop, pair):
+    # Unsupported by asyncio in general, but the child must not crash or
+    # hang: the doorbell's ring belongs to the parent (doorbell.rs).
+    a, b = pair
+    loop.add_reader(a, lambda: None)
+    busy(loop, 100)  # the parent's doorbell is armed
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            busy(loop, 100)
+            got = []
+            loop.remove_reader(a)
+            loop.add_reader(a, lambda: (got.append(a.recv(10)), loop.stop()))
+            loop.call_soon(b.send, b"x")
+            loop.run_forever()
+            code = 0 if got == [b"x"] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    loop.remove_reader(a)
+    busy(loop, 100)
