@@ -364,6 +364,13 @@ def test_subprocess_callbacks():
 
             def process_exited(self):
                 self.record("exited")
+
+            def connection_lost(self, exc):
+                # Called once the process has exited and every pipe is
+                # lost: the trace is then complete on both loops. (Waiting
+                # for process_exited alone raced with the pipes' EOF when
+                # the machine was loaded, on either loop's ordering.)
+                self.record("lost")
                 done.set_result(None)
 
         var.set("spawner")
