@@ -28,6 +28,22 @@ def pair():
         yield a, b
 
 
+def busy(loop, steps):
+    """A call_soon chain of `steps` hops: the doorbell arms after a few."""
+    count = 0
+
+    def step():
+        nonlocal count
+        count += 1
+        if count < steps:
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    loop.call_soon(step)
+    loop.run_forever()
+
+
 def reader_for(loop, sock, log, done):
     def on_readable():
         sock.recv(100)
@@ -157,18 +173,7 @@ def test_closing_the_loop_closes_its_ring(loop_factory, pair):
     loop = loop_factory()
     try:
         loop.add_reader(a, lambda: None)
-        steps = 0
-
-        def step():
-            nonlocal steps
-            steps += 1
-            if steps < 100:
-                loop.call_soon(step)
-            else:
-                loop.stop()
-
-        loop.call_soon(step)
-        loop.run_forever()
+        busy(loop, 100)
         loop.remove_reader(a)
         # One ring at most, made by the busy iterations (none where
         # io_uring is unavailable, and none on asyncio's loop).
@@ -176,21 +181,6 @@ def test_closing_the_loop_closes_its_ring(loop_factory, pair):
     finally:
         loop.close()
     assert rings() == before
-
-
-def busy(loop, steps):
-    count = 0
-
-    def step():
-        nonlocal count
-        count += 1
-        if count < steps:
-            loop.call_soon(step)
-        else:
-            loop.stop()
-
-    loop.call_soon(step)
-    loop.run_forever()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads

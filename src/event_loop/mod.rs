@@ -17,13 +17,13 @@
 
 mod call_soon;
 pub mod fds;
-
-pub(crate) use call_soon::install as install_call_soon;
 mod run;
 pub mod source;
 mod stats;
 mod tasks;
 mod throttle;
+
+pub(crate) use call_soon::install as install_call_soon;
 
 use crate::clock;
 use crate::doorbell::Doorbell;
@@ -212,6 +212,27 @@ impl LoopCore {
         )
     }
 
+    /// What `call_soon` and `call_soon_threadsafe` check before they
+    /// queue: the loop is open, and in debug mode [`Self::debug_checks`].
+    /// Returns whether the loop is in debug mode. (`call_at` does the same
+    /// in the borrow that also reads its timer counter.)
+    fn checked_for_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<bool> {
+        let debug = {
+            let this = slf.try_borrow()?;
+            this.check_closed()?;
+            this.debug
+        };
+        if debug {
+            Self::debug_checks(slf, callback, method, check_thread)?;
+        }
+        Ok(debug)
+    }
+
     /// `call_soon(callback, *args, context=context)`, its arguments parsed
     /// (call_soon.rs).
     pub(crate) fn call_soon_with(
@@ -220,14 +241,7 @@ impl LoopCore {
         args: Args,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let debug = {
-            let this = slf.try_borrow()?;
-            this.check_closed()?;
-            this.debug
-        };
-        if debug {
-            Self::debug_checks(slf, callback, "call_soon", true)?;
-        }
+        let debug = Self::checked_for_soon(slf, callback, "call_soon", true)?;
         Self::push_soon(slf, callback, args, context, debug)
     }
 
@@ -382,14 +396,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         Self::hold_back_flood(slf)?;
-        let debug = {
-            let this = slf.try_borrow()?;
-            this.check_closed()?;
-            this.debug
-        };
-        if debug {
-            Self::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
-        }
+        let debug = Self::checked_for_soon(slf, callback, "call_soon_threadsafe", false)?;
         let py = slf.py();
         let handle = match &crate::py::asyncio(py)?.threadsafe_handle {
             // From 3.14 on it is asyncio's own `_ThreadSafeHandle`, whose
