@@ -238,8 +238,12 @@ def test_a_pending_handles_context_is_the_one_its_callback_runs_in(loop):
 
 
 @pytest.mark.parametrize("drop_handle_first", [True, False])
-def test_a_context_reached_through_gc_referents_outlives_its_handle(loop, drop_handle_first):
-    handle = loop.call_soon(VAR.set, "ran")
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_a_context_reached_through_gc_referents_outlives_its_handle(loop, drop_handle_first, method):
+    if method == "call_soon":
+        handle = loop.call_soon(VAR.set, "ran")
+    else:
+        handle = loop.call_later(0, VAR.set, "ran")
     contexts = [o for o in gc.get_referents(handle) if isinstance(o, contextvars.Context)]
     assert len(contexts) == 1
     if drop_handle_first:
@@ -268,6 +272,64 @@ def test_cycles_through_contexts_of_callbacks_that_ran_are_collected(loop):
     run_once(loop)
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+# A timer handle's own context is off the GC's lists too (src/own_context.rs).
+
+
+def test_cycle_through_a_held_timer_handles_context_is_collected(loop):
+    owner = Owner()
+    ref = weakref.ref(owner)
+
+    def schedule():
+        VAR.set(owner)  # owner -> handle -> its copied context -> owner
+        owner.handle = loop.call_later(3600, noop)
+
+    contextvars.copy_context().run(schedule)
+    owner.handle.cancel()
+    run_once(loop)  # the loop drops the cancelled timer from its heap
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_with_a_cycle_through_a_pending_timers_context(loop_factory):
+    loop = loop_factory()
+    owner = Owner()
+    owner.loop = loop
+    ref = weakref.ref(owner)
+
+    def schedule():
+        VAR.set(owner)  # loop -> timer -> its copied context -> owner -> loop
+        loop.call_later(3600, noop)
+
+    contextvars.copy_context().run(schedule)
+    loop_ref = weakref.ref(loop)
+    del loop, owner
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    assert loop_ref() is None
+    assert ref() is None
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_later", "call_at"])
+def test_gc_referents_of_a_handle_name_the_context_it_copied(loop, method):
+    seen = []
+
+    def schedule():
+        VAR.set("scheduled")
+        first = 0 if method == "call_soon" else loop.time()
+        args = (seen.append,) if method == "call_soon" else (first, seen.append)
+        return getattr(loop, method)(*args, 1)
+
+    handle = contextvars.copy_context().run(schedule)
+    contexts = [r for r in gc.get_referents(handle) if isinstance(r, contextvars.Context)]
+    assert len(contexts) == 1
+    assert contexts[0][VAR] == "scheduled"
+    del contexts
+    gc.collect()  # a collection in between changes nothing
+    assert len([r for r in gc.get_referents(handle) if isinstance(r, contextvars.Context)]) == 1
+    handle.cancel()
 
 
 def test_the_gc_sees_what_handles_refer_to(loop):
