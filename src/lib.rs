@@ -39,7 +39,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     handles::install_traverse(m.py());
     m.add_class::<event_loop::LoopCore>()?;
-    event_loop::install_call_soon(&m.py().get_type::<event_loop::LoopCore>())?;
+    event_loop::install_scheduling(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<virtual_clock::VirtualClock>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::datagram::DatagramTransport>()?;

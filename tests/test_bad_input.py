@@ -51,6 +51,24 @@ def test_argument_errors_name_base_event_loop(loop, method):
     assert str(missing.value) == f"BaseEventLoop.{method}() missing 1 required positional argument: 'callback'"
 
 
+@pytest.mark.parametrize(("method", "first"), [("call_later", "delay"), ("call_at", "when")])
+def test_timer_argument_errors_are_asyncios(loop, method, first):
+    # ferroloop parses these vectorcalls itself (scheduling.rs).
+    call = getattr(loop, method)
+    cases = [
+        ((), {}, f"missing 2 required positional arguments: '{first}' and 'callback'"),
+        ((0,), {}, "missing 1 required positional argument: 'callback'"),
+        ((), {"callback": noop}, f"missing 1 required positional argument: '{first}'"),
+        ((0, noop), {first: 0}, f"got multiple values for argument '{first}'"),
+        ((0, noop), {"callback": noop}, "got multiple values for argument 'callback'"),
+        ((0, noop), {"x": 1}, "got an unexpected keyword argument 'x'"),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises(TypeError) as caught:
+            call(*args, **kwargs)
+        assert str(caught.value) == f"BaseEventLoop.{method}() {message}"
+
+
 @pytest.mark.parametrize("when", ["1", b"1", object()])
 def test_non_number_deadline_fails_by_the_next_iteration(loop, when):
     # asyncio accepts the deadline and fails when its loop compares it;

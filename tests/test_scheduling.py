@@ -68,6 +68,51 @@ def test_call_soon_takes_its_arguments_as_asyncio_declares_them(loop):
         loop.call_soon(record, args=(1,))
 
 
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_timers_take_their_arguments_as_asyncio_declares_them(loop, method):
+    # `call_later(self, delay, callback, *args, context=None)` and
+    # `call_at(self, when, callback, *args, context=None)`: ferroloop parses
+    # the vectorcall itself (scheduling.rs), so every form is checked here.
+    out = []
+
+    def record(*args):
+        out.append((args, VAR.get()))
+
+    first = "delay" if method == "call_later" else "when"
+    start = 0 if method == "call_later" else loop.time()
+    # Distinct, increasing deadlines: asyncio's heap does not keep equal
+    # deadlines in scheduling order.
+    deadlines = iter(start + i * 1e-6 for i in range(100))
+    call = getattr(loop, method)
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "given")
+    handles = [
+        call(next(deadlines), record),
+        call(next(deadlines), record, 1),
+        call(next(deadlines), record, 1, 2, 3),
+        call(next(deadlines), callback=record),
+        call(**{first: next(deadlines), "callback": record}),
+        call(next(deadlines), record, "a", context=None),
+        call(next(deadlines), record, "b", context=ctx),
+        call(context=ctx, callback=record, **{first: next(deadlines)}),
+        call(*[next(deadlines), record, "c"], **{"context": ctx}),
+    ]
+    assert [h._args for h in handles] == [(), (1,), (1, 2, 3), (), (), ("a",), ("b",), (), ("c",)]
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert out == [
+        ((), "default"),
+        ((1,), "default"),
+        ((1, 2, 3), "default"),
+        ((), "default"),
+        ((), "default"),
+        (("a",), "default"),
+        (("b",), "given"),
+        ((), "given"),
+        (("c",), "given"),
+    ]
+
+
 def test_callbacks_scheduled_while_running_wait_for_the_next_iteration(loop):
     out = []
 

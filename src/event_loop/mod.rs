@@ -15,15 +15,15 @@
 //! out first. The poller lives behind an `Arc` so the wait runs with the GIL
 //! released and no borrow held, and so other threads can wake it.
 
-mod call_soon;
 pub mod fds;
 mod run;
+mod scheduling;
 pub mod source;
 mod stats;
 mod tasks;
 mod throttle;
 
-pub(crate) use call_soon::install as install_call_soon;
+pub(crate) use scheduling::install as install_scheduling;
 
 use crate::clock;
 use crate::doorbell::Doorbell;
@@ -234,7 +234,7 @@ impl LoopCore {
     }
 
     /// `call_soon(callback, *args, context=context)`, its arguments parsed
-    /// (call_soon.rs).
+    /// (scheduling.rs).
     pub(crate) fn call_soon_with(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
@@ -290,12 +290,61 @@ impl LoopCore {
         }
     }
 
+    /// `call_later(delay, callback, *args, context=context)`, its
+    /// arguments parsed (scheduling.rs).
+    pub(crate) fn call_later_with(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        // asyncio's `self.time() + delay`: a float or int adds in Rust; any
+        // other delay (or a replaced `time`) adds as Python would, so a str
+        // or a Decimal fails with the TypeError of `+`.
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let plain =
+            delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
+        let (replaced, now) = {
+            let this = slf.try_borrow()?;
+            (this.time_replaced(), this.clock_now())
+        };
+        if plain && !replaced {
+            let when = now + delay.extract::<f64>()?;
+            return Self::schedule_at(slf, when, None, callback, args, context);
+        }
+        let py = slf.py();
+        let now = if replaced {
+            slf.call_method0(pyo3::intern!(py, "time"))?
+        } else {
+            PyFloat::new(py, now).into_any()
+        };
+        let when = now.add(delay)?;
+        let (secs, given) = deadline(&when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
+    }
+
+    /// `call_at(when, callback, *args, context=context)`, its arguments
+    /// parsed (scheduling.rs).
+    pub(crate) fn call_at_with(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let (secs, given) = deadline(when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
+    }
+
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when: f64,
         given: Option<Py<PyAny>>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
@@ -307,7 +356,7 @@ impl LoopCore {
         if debug {
             Self::debug_checks(slf, callback, "call_at", true)?;
         }
-        let base = Self::make_handle(slf, callback, Args::from_tuple(args)?, context, debug)?;
+        let base = Self::make_handle(slf, callback, args, context, debug)?;
         let init =
             PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
         let timer = Py::new(py, init)?;
@@ -386,7 +435,8 @@ impl LoopCore {
 
     // --- scheduling -------------------------------------------------------
 
-    // `call_soon` is call_soon.rs's: a vectorcall entry of its own.
+    // `call_soon`, `call_later` and `call_at` are scheduling.rs's: vectorcall
+    // entries of their own.
 
     #[pyo3(signature = (callback, *args, context = None))]
     fn call_soon_threadsafe(
@@ -421,53 +471,6 @@ impl LoopCore {
             p.wake();
         }
         Ok(handle)
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context = None))]
-    fn call_later(
-        slf: &Bound<'_, Self>,
-        delay: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        // asyncio's `self.time() + delay`: a float or int adds in Rust; any
-        // other delay (or a replaced `time`) adds as Python would, so a str
-        // or a Decimal fails with the TypeError of `+`.
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let plain =
-            delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
-        let (replaced, now) = {
-            let this = slf.try_borrow()?;
-            (this.time_replaced(), this.clock_now())
-        };
-        if plain && !replaced {
-            let when = now + delay.extract::<f64>()?;
-            return Self::schedule_at(slf, when, None, callback, args, context);
-        }
-        let py = slf.py();
-        let now = if replaced {
-            slf.call_method0(pyo3::intern!(py, "time"))?
-        } else {
-            PyFloat::new(py, now).into_any()
-        };
-        let when = now.add(delay)?;
-        let (secs, given) = deadline(&when)?;
-        Self::schedule_at(slf, secs, given, callback, args, context)
-    }
-
-    #[pyo3(signature = (when, callback, *args, context = None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let (secs, given) = deadline(when)?;
-        Self::schedule_at(slf, secs, given, callback, args, context)
     }
 
     fn time(&self) -> f64 {
