@@ -18,7 +18,7 @@ use pyo3::types::{PyString, PyTuple};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-type Target = (Py<PyAny>, Args);
+pub(crate) type Target = (Py<PyAny>, Args);
 
 /// A callback's arguments, kept as they came for the counts `call_soon`
 /// sees most (none: a task step; one: a future's done callback), so those
@@ -46,6 +46,15 @@ impl Args {
         }
     }
 
+    /// Drops the references, the GIL held (see `recycled::Emptied`).
+    pub fn release(self, py: Python<'_>) {
+        match self {
+            Args::Zero => {}
+            Args::One(a) => drop(a.into_bound(py)),
+            Args::Many(t) => drop(t.into_bound(py)),
+        }
+    }
+
     /// `callback(*args)`, without a tuple for none or one.
     fn call<'py>(&self, callback: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = callback.py();
@@ -61,11 +70,12 @@ impl Args {
 pub struct Handle {
     /// The callback and its arguments; None once cancelled.
     target: GilCell<Option<Target>>,
-    context: Py<PyAny>,
+    /// A cell, as the loop may reuse the handle (recycled.rs).
+    context: GilCell<Py<PyAny>>,
     /// The context is a copy made for this handle (`context=None`), which
     /// no one else holds unless handed out: the loop may keep it off the
     /// GC's lists while it queues the handle (queued.rs).
-    copied_context: bool,
+    copied_context: AtomicBool,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
     source_traceback: Option<Py<PyAny>>,
@@ -94,15 +104,34 @@ impl Handle {
         } else {
             None
         };
-        Ok(Self {
-            target: GilCell::new(Some((callback, args))),
+        Ok(Self::made(
+            callback,
+            args,
             context,
             copied_context,
+            loop_,
+            source_traceback,
+        ))
+    }
+
+    /// A handle of the parts `new` works out.
+    pub(crate) fn made(
+        callback: Py<PyAny>,
+        args: Args,
+        context: Py<PyAny>,
+        copied_context: bool,
+        loop_: Py<PyAny>,
+        source_traceback: Option<Py<PyAny>>,
+    ) -> Self {
+        Self {
+            target: GilCell::new(Some((callback, args))),
+            context: GilCell::new(context),
+            copied_context: AtomicBool::new(copied_context),
             loop_,
             cancelled: AtomicBool::new(false),
             source_traceback,
             saved_repr: OnceLock::new(),
-        })
+        }
     }
 
     /// `self._loop.get_debug()`, read directly when the loop is ours.
@@ -154,7 +183,8 @@ impl Handle {
             return Ok(());
         };
         let cb = cb.bind(py);
-        let context = this.context.bind(py);
+        let context = this.context.get(py).into_bound(py);
+        let context = &context;
         let result = if py::is_context(context) {
             py::run_in_context(context, || args.call(cb))
         } else {
@@ -310,17 +340,21 @@ impl Handle {
     /// false) and for the loop's while the loop alone holds it (queued.rs):
     /// then a copied context the loop keeps off the GC's lists is looked
     /// through, so what it refers to is seen as the loop's too.
+    #[inline]
     pub(crate) fn traverse_fields(
         &self,
         visit: &PyVisit<'_>,
         through_context: bool,
     ) -> Result<(), PyTraverseError> {
         let target = self.target.in_traverse(visit);
+        let context = self.context.in_traverse(visit);
         self.visit_refs(
             target,
+            context,
             |obj| visit.call(obj),
             |context| {
-                if through_context && self.copied_context && !crate::queued::is_tracked(context) {
+                let copied = self.copied_context.load(Ordering::Relaxed);
+                if through_context && copied && !crate::queued::is_tracked(context) {
                     crate::queued::traverse_untracked(context, visit)
                 } else {
                     visit.call(context)
@@ -332,11 +366,13 @@ impl Handle {
     /// Each object the handle refers to, given its `target` as the
     /// traverse in progress reads it: `context` gets the context, `visit`
     /// the others.
-    fn visit_refs<E>(
+    #[inline]
+    fn visit_refs<'a, E>(
         &self,
         target: &Option<Target>,
+        context_ref: &'a Py<PyAny>,
         mut visit: impl FnMut(&Py<PyAny>) -> Result<(), E>,
-        context: impl FnOnce(&Py<PyAny>) -> Result<(), E>,
+        context: impl FnOnce(&'a Py<PyAny>) -> Result<(), E>,
     ) -> Result<(), E> {
         if let Some((cb, args)) = target {
             visit(cb)?;
@@ -346,7 +382,7 @@ impl Handle {
                 Args::Many(t) => visit(t.as_any())?,
             }
         }
-        context(&self.context)?;
+        context(context_ref)?;
         visit(&self.loop_)?;
         if let Some(tb) = &self.source_traceback {
             visit(tb)?;
@@ -355,17 +391,55 @@ impl Handle {
     }
 
     /// The context this handle made for itself, if it made one.
-    pub(crate) fn copied_context(&self) -> Option<&Py<PyAny>> {
-        self.copied_context.then_some(&self.context)
+    /// A new reference, as a `Bound`: dropping one needs no check that
+    /// the thread is attached, as dropping a `Py` does.
+    pub(crate) fn copied_context<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.copied_context
+            .load(Ordering::Relaxed)
+            .then(|| self.context.get(py).into_bound(py))
     }
 
     /// The context, for whoever asks: back on the GC's lists first, as it
     /// may now be held beyond the loop's view (queued.rs).
     fn shared_context(&self, py: Python<'_>) -> Py<PyAny> {
-        if let Some(context) = self.copied_context() {
-            crate::queued::track(py, context);
+        if let Some(context) = self.copied_context(py) {
+            crate::queued::track(py, context.as_unbound());
         }
-        self.context.clone_ref(py)
+        self.context.get(py)
+    }
+
+    /// Whether the loop may keep this handle for reuse (recycled.rs): it
+    /// was made outside debug mode (no traceback, no repr saved), so
+    /// nothing but its callback, arguments and context differ from a new
+    /// one's.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.source_traceback.is_none() && self.saved_repr.get().is_none()
+    }
+
+    /// Empties a handle the loop keeps for reuse; what it held is handed
+    /// back, to be dropped by the caller (dropping may run Python code).
+    pub(crate) fn empty(&self, py: Python<'_>) -> (Option<Target>, Py<PyAny>) {
+        let target = self.target.replace(py, None);
+        let context = self.context.replace(py, py.None());
+        self.copied_context.store(false, Ordering::Relaxed);
+        (target, context)
+    }
+
+    /// Fills an emptied handle as `made` fills a new one (no traceback:
+    /// only a plain handle is reused).
+    pub(crate) fn refill(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Args,
+        context: Py<PyAny>,
+        copied_context: bool,
+    ) {
+        // Both cells held only None (`empty`): nothing is dropped here.
+        let _none = self.target.replace(py, Some((callback, args)));
+        let _none = self.context.replace(py, context);
+        self.copied_context.store(copied_context, Ordering::Relaxed);
+        self.cancelled.store(false, Ordering::Relaxed);
     }
 }
 
@@ -553,7 +627,9 @@ unsafe extern "C" fn traverse(
     let this = handle.get();
     // SAFETY: inside a traverse, as `during_gc` requires.
     let target = unsafe { this.target.during_gc() };
-    let mut result = this.visit_refs(target, call, call);
+    // SAFETY: as above.
+    let context = unsafe { this.context.during_gc() };
+    let mut result = this.visit_refs(target, context, call, call);
     if result.is_ok() {
         if let Ok(timer) = obj.cast::<TimerHandle>() {
             result = timer.get().given.as_ref().map_or(Ok(()), call);

@@ -26,6 +26,7 @@ mod poller;
 mod process;
 mod py;
 mod queued;
+mod recycled;
 mod sys;
 pub mod timers;
 mod transports;

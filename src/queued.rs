@@ -52,14 +52,14 @@ pub(crate) struct Queued(ManuallyDrop<Py<Handle>>);
 impl Queued {
     /// Queues a handle the loop just made, off the GC's lists. The loop
     /// counts it as not yet checked by [`gc_start`].
-    pub fn adopt(_py: Python<'_>, handle: Py<Handle>) -> Self {
+    pub fn adopt(py: Python<'_>, handle: Py<Handle>) -> Self {
         // SAFETY: the GIL is held (the token). `PyObject_GC_UnTrack`
         // accepts an untracked object, and pyo3 makes every pyclass a GC
         // type. The loop adopts only handles it makes, of its own class,
         // whose tp_dealloc (pyo3's) untracks with the same tolerant call,
         // so one may be freed untracked.
         unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
-        if let Some(context) = handle.get().copied_context() {
+        if let Some(context) = handle.get().copied_context(py) {
             // SAFETY: as above; a Context is a GC type. Its tp_dealloc
             // unlinks it from the GC's lists without checking that it is
             // on them, so it must be tracked again before it can be freed:
@@ -95,8 +95,7 @@ impl Queued {
         track_if_shared(py, &self.0);
     }
 
-    /// What `Drop` does, where the caller has the GIL's token: the run
-    /// loop lets go of every handle it ran this way.
+    /// What `Drop` does, where the caller has the GIL's token.
     pub fn release(self, py: Python<'_>) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the reference
@@ -104,37 +103,65 @@ impl Queued {
         let handle = unsafe { ManuallyDrop::take(&mut this.0) };
         let_go(py, handle);
     }
+
+    /// After the handle ran: emptied and pushed to `emptied` for reuse if
+    /// the loop alone holds it (recycled.rs), else let go of as `Drop`
+    /// does. What an emptied handle held is handed back, to be dropped.
+    pub fn release_for_reuse(
+        self,
+        py: Python<'_>,
+        emptied: &mut Vec<Py<Handle>>,
+    ) -> Option<crate::recycled::Emptied> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the reference
+        // is moved out exactly once.
+        let handle = unsafe { ManuallyDrop::take(&mut this.0) };
+        match crate::recycled::empty_if_alone(py, &handle) {
+            Some(held) => {
+                emptied.push(handle);
+                Some(held)
+            }
+            None => {
+                let_go(py, handle);
+                None
+            }
+        }
+    }
 }
 
 /// The loop's last use of a queued handle: whatever it kept off the GC's
 /// lists goes back on them (the handle if shared; its own context always,
 /// since dropping the handle may free it), then the reference is dropped.
+#[inline]
 fn let_go(py: Python<'_>, handle: Py<Handle>) {
     track_if_shared(py, &handle);
-    if let Some(context) = handle.get().copied_context() {
-        track(py, context);
+    if let Some(context) = handle.get().copied_context(py) {
+        track(py, context.as_unbound());
     }
     drop(handle.into_bound(py));
 }
 
+#[inline]
 fn track_if_shared(py: Python<'_>, handle: &Py<Handle>) {
-    let shared = |ptr: *mut ffi::PyObject| {
+    // More references than `ours`: held by someone else too.
+    let shared = |ptr: *mut ffi::PyObject, ours: isize| {
         // SAFETY: the GIL is held (the token); `ptr` is live (a reference
         // the caller holds, or one the handle holds), and this only reads
         // its count.
-        unsafe { ffi::Py_REFCNT(ptr) > 1 }
+        unsafe { ffi::Py_REFCNT(ptr) > ours }
     };
-    let context = handle.get().copied_context();
+    // A new reference: the handle's and this one are ours.
+    let context = handle.get().copied_context(py);
     // A shared handle may outlive the loop's reference, and whoever holds
     // it reaches its context; a context shared on its own (through
     // `gc.get_referents`) may be dropped after the handle.
-    if shared(handle.as_ptr()) {
+    if shared(handle.as_ptr(), 1) {
         track(py, handle);
-        if let Some(context) = context {
-            track(py, context);
+        if let Some(context) = &context {
+            track(py, context.as_unbound());
         }
-    } else if let Some(context) = context.filter(|c| shared(c.as_ptr())) {
-        track(py, context);
+    } else if let Some(context) = context.filter(|c| shared(c.as_ptr(), 2)) {
+        track(py, context.as_unbound());
     }
 }
 

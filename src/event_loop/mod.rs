@@ -31,6 +31,7 @@ use crate::errors;
 use crate::handles::{Args, Handle, TimerHandle};
 use crate::poller::Poller;
 use crate::queued::Queued;
+use crate::recycled::Recycled;
 use crate::sys::EventBuf;
 use crate::timers::TimerHeap;
 use crate::virtual_clock::{VirtualClock, VirtualTime};
@@ -38,7 +39,7 @@ use fds::FdHandlers;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +70,8 @@ pub struct LoopCore {
     gc_watched: Option<bool>,
     /// The previous iteration's emptied batch, kept for its capacity.
     spare: VecDeque<Ready>,
+    /// Handles that ran, emptied for the next `call_soon` (recycled.rs).
+    recycled: Recycled,
     timers: TimerHeap<Py<TimerHandle>>,
     cancelled_timers: Arc<AtomicUsize>,
     fds: HashMap<RawFd, FdHandlers>,
@@ -176,108 +179,6 @@ impl LoopCore {
         }
     }
 
-    /// asyncio's debug-mode checks before a callback is scheduled: the
-    /// calling thread (unless threadsafe) and the callback's type.
-    fn debug_checks(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        method: &str,
-        check_thread: bool,
-    ) -> PyResult<()> {
-        if check_thread {
-            slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
-        }
-        slf.call_method1(
-            pyo3::intern!(slf.py(), "_check_callback"),
-            (callback, method),
-        )?;
-        Ok(())
-    }
-
-    fn make_handle(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-        debug: bool,
-    ) -> PyResult<Handle> {
-        let py = slf.py();
-        Handle::new(
-            py,
-            callback.clone().unbind(),
-            args,
-            context,
-            slf.clone().into_any().unbind(),
-            debug,
-        )
-    }
-
-    /// What `call_soon` and `call_soon_threadsafe` check before they
-    /// queue: the loop is open, and in debug mode [`Self::debug_checks`].
-    /// Returns whether the loop is in debug mode. (`call_at` does the same
-    /// in the borrow that also reads its timer counter.)
-    fn checked_for_soon(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        method: &str,
-        check_thread: bool,
-    ) -> PyResult<bool> {
-        let debug = {
-            let this = slf.try_borrow()?;
-            this.check_closed()?;
-            this.debug
-        };
-        if debug {
-            Self::debug_checks(slf, callback, method, check_thread)?;
-        }
-        Ok(debug)
-    }
-
-    /// `call_soon(callback, *args, context=context)`, its arguments parsed
-    /// (scheduling.rs).
-    pub(crate) fn call_soon_with(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let debug = Self::checked_for_soon(slf, callback, "call_soon", true)?;
-        Self::push_soon(slf, callback, args, context, debug)
-    }
-
-    /// `call_soon` without the checks: queue and return a new handle.
-    pub(crate) fn push_soon(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-        debug: bool,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
-        let mut this = slf.try_borrow_mut()?;
-        let watched = match this.gc_watched {
-            Some(watched) => watched,
-            None => {
-                // Once per loop; `watch` calls into Python, so unborrowed.
-                drop(this);
-                let watched = crate::queued::watch(slf)?;
-                this = slf.try_borrow_mut()?;
-                this.gc_watched = Some(watched);
-                watched
-            }
-        };
-        let queued = if watched {
-            let len = this.ready.len();
-            this.first_unchecked.get_or_insert(len);
-            Queued::adopt(py, handle.clone_ref(py))
-        } else {
-            Queued::plain(handle.clone_ref(py))
-        };
-        this.ready.push_back(Ready::Native(queued));
-        Ok(handle)
-    }
-
     /// The GC hook's check (queued.rs): `f` on each handle queued since
     /// the last check.
     pub(crate) fn check_queued(&mut self, mut f: impl FnMut(&Queued)) {
@@ -288,113 +189,6 @@ impl LoopCore {
                 }
             }
         }
-    }
-
-    /// `call_later(delay, callback, *args, context=context)`, its
-    /// arguments parsed (scheduling.rs).
-    pub(crate) fn call_later_with(
-        slf: &Bound<'_, Self>,
-        delay: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        // asyncio's `self.time() + delay`: a float or int adds in Rust; any
-        // other delay (or a replaced `time`) adds as Python would, so a str
-        // or a Decimal fails with the TypeError of `+`.
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let plain =
-            delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
-        let (replaced, now) = {
-            let this = slf.try_borrow()?;
-            (this.time_replaced(), this.clock_now())
-        };
-        if plain && !replaced {
-            let when = now + delay.extract::<f64>()?;
-            return Self::schedule_at(slf, when, None, callback, args, context);
-        }
-        let py = slf.py();
-        let now = if replaced {
-            slf.call_method0(pyo3::intern!(py, "time"))?
-        } else {
-            PyFloat::new(py, now).into_any()
-        };
-        let when = now.add(delay)?;
-        let (secs, given) = deadline(&when)?;
-        Self::schedule_at(slf, secs, given, callback, args, context)
-    }
-
-    /// `call_at(when, callback, *args, context=context)`, its arguments
-    /// parsed (scheduling.rs).
-    pub(crate) fn call_at_with(
-        slf: &Bound<'_, Self>,
-        when: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let (secs, given) = deadline(when)?;
-        Self::schedule_at(slf, secs, given, callback, args, context)
-    }
-
-    fn schedule_at(
-        slf: &Bound<'_, Self>,
-        when: f64,
-        given: Option<Py<PyAny>>,
-        callback: &Bound<'_, PyAny>,
-        args: Args,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let py = slf.py();
-        let (debug, counter) = {
-            let this = slf.try_borrow()?;
-            this.check_closed()?;
-            (this.debug, this.cancelled_timers.clone())
-        };
-        if debug {
-            Self::debug_checks(slf, callback, "call_at", true)?;
-        }
-        let base = Self::make_handle(slf, callback, args, context, debug)?;
-        let init =
-            PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
-        let timer = Py::new(py, init)?;
-        let mut this = slf.try_borrow_mut()?;
-        this.timers.push(when, timer.clone_ref(py));
-        this.stats.timers_scheduled += 1;
-        Ok(timer)
-    }
-}
-
-/// A deadline as the heap orders it, and the object itself when it is not
-/// a float: asyncio's handle keeps that as its `when()`.
-fn deadline(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
-    let secs = seconds(when, "when cannot be None")?;
-    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind());
-    Ok((secs, given))
-}
-
-/// `float(x)` for a delay or deadline; None gets asyncio's own message.
-fn seconds(value: &Bound<'_, PyAny>, none_msg: &str) -> PyResult<f64> {
-    if value.is_none() {
-        return Err(PyTypeError::new_err(none_msg.to_string()));
-    }
-    match value.extract::<f64>() {
-        Ok(secs) => Ok(secs),
-        // asyncio keeps any int as the deadline (`call_at(10**400)`); one
-        // beyond a float's range orders as the infinity of its sign.
-        Err(e)
-            if value.is_instance_of::<PyInt>()
-                && e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) =>
-        {
-            Ok(if value.lt(0)? {
-                f64::NEG_INFINITY
-            } else {
-                f64::INFINITY
-            })
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -409,6 +203,7 @@ impl LoopCore {
             first_unchecked: None,
             gc_watched: None,
             spare: VecDeque::new(),
+            recycled: Recycled::default(),
             timers: TimerHeap::default(),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             fds: HashMap::new(),
@@ -603,7 +398,7 @@ impl LoopCore {
     /// Marks the loop closed and drops everything it holds; the Python
     /// `close()` does asyncio's checks and the executor around it.
     fn _close_core(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let (ready, timers, fds, poller) = {
+        let (ready, timers, fds, poller, recycled) = {
             let mut this = slf.try_borrow_mut()?;
             this.first_unchecked = None;
             this.closed = true;
@@ -614,12 +409,13 @@ impl LoopCore {
                 this.timers.drain(),
                 std::mem::take(&mut this.fds),
                 this.poller.take(),
+                this.recycled.clear(),
             )
         };
         for t in &timers {
             t.get().unschedule();
         }
-        drop((ready, timers, fds, poller));
+        drop((ready, timers, fds, poller, recycled));
         Ok(())
     }
 
@@ -806,6 +602,7 @@ impl LoopCore {
                 Ready::Source(s, _, _) => seen.traverse(s, &visit)?,
             }
         }
+        self.recycled.traverse(&visit)?;
         for t in self.timers.iter() {
             visit.call(t)?;
         }
@@ -824,6 +621,7 @@ impl LoopCore {
         self.ready.clear();
         self.first_unchecked = None;
         self.spare.clear();
+        self.recycled.clear();
         self.timers.drain();
         self.fds.clear();
         self.transports.clear();

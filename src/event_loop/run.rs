@@ -224,15 +224,27 @@ enum Wait {
 /// Runs one iteration's callbacks in FIFO order, skipping cancelled ones.
 fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<()> {
     let py = slf.py();
-    let (debug, watching, threshold) = {
+    let (debug, watching, threshold, room) = {
         let this = slf.try_borrow()?;
-        (this.debug, this.stats.watching, this.slow_callback_duration)
+        let room = this.recycled.room();
+        (
+            this.debug,
+            this.stats.watching,
+            this.slow_callback_duration,
+            room,
+        )
     };
     // Debug mode times each callback anyway (run_timed); otherwise they
     // are timed while the statistics watch for a slow one (stats.rs).
     let timed = watching && !debug;
     let mut last = if timed { clock::now() } else { 0.0 };
     let mut ran = 0;
+    // Handles that ran and that only the loop held, emptied for reuse, as
+    // many as the loop has room for. The others are freed as they run, not
+    // when the batch ends: freeing one balances the allocation count that
+    // triggers a collection, so a batch of a thousand callbacks each making
+    // one object does not start one.
+    let mut emptied = Vec::new();
     while let Some(item) = batch.pop_front() {
         let result = if debug {
             run_timed(slf, &item)
@@ -248,6 +260,13 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
             last = t;
         }
         match item {
+            // What the handle held is dropped here, as asyncio drops a
+            // handle that ran before it runs the next.
+            Ready::Native(q) if emptied.len() < room => {
+                if let Some(held) = q.release_for_reuse(py, &mut emptied) {
+                    held.release(py);
+                }
+            }
             Ready::Native(q) => q.release(py),
             other => drop(other),
         }
@@ -267,6 +286,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>, mut batch: VecDeque<Ready>) -> PyResult<
     }
     let mut this = slf.try_borrow_mut()?;
     this.stats.ran(ran);
+    this.recycled.keep(emptied);
     // Keep the larger buffer for the next batch, unless a burst left it far
     // larger than what the loop now needs.
     if this.spare.capacity() < batch.capacity() {

@@ -1,5 +1,6 @@
-//! `loop.call_soon`, `call_later` and `call_at`, entered by vectorcall
-//! without pyo3's argument parsing.
+//! `loop.call_soon`, `call_later` and `call_at`: handles made and queued
+//! on the ready queue or the timer heap, entered by vectorcall without
+//! pyo3's argument parsing.
 //!
 //! They are the loop methods asyncio calls most: every task step and every
 //! future's done callback is a `call_soon`, most from C (`_asyncio`'s Task
@@ -13,12 +14,14 @@
 //! class as asyncio's do (`BaseEventLoop.call_soon() ...`);
 //! tests/test_bad_input.py and tests/test_scheduling.py check them.
 
-use super::LoopCore;
-use crate::handles::Args;
+use super::{LoopCore, Ready};
+use crate::handles::{Args, Handle, TimerHandle};
+use crate::queued::Queued;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple, PyType};
+
+use pyo3::types::{PyFloat, PyInt, PyString, PyTuple, PyType};
 
 /// A method definition CPython keeps a pointer to for the type's lifetime.
 struct MethodDef(ffi::PyMethodDef);
@@ -275,4 +278,256 @@ unsafe fn call_at(
     let [when, callback] = &p.leading;
     let timer = LoopCore::call_at_with(&slf, when, callback, p.args, p.context)?;
     Ok(timer.into_ptr())
+}
+
+impl LoopCore {
+    /// asyncio's debug-mode checks before a callback is scheduled: the
+    /// calling thread (unless threadsafe) and the callback's type.
+    fn debug_checks(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        if check_thread {
+            slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
+        }
+        slf.call_method1(
+            pyo3::intern!(slf.py(), "_check_callback"),
+            (callback, method),
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn make_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        Handle::new(
+            py,
+            callback.clone().unbind(),
+            args,
+            context,
+            slf.clone().into_any().unbind(),
+            debug,
+        )
+    }
+
+    /// What `call_soon` and `call_soon_threadsafe` check before they
+    /// queue: the loop is open, and in debug mode [`Self::debug_checks`].
+    /// Returns whether the loop is in debug mode. (`call_at` does the same
+    /// in the borrow that also reads its timer counter.)
+    pub(super) fn checked_for_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<bool> {
+        let debug = {
+            let this = slf.try_borrow()?;
+            this.check_closed()?;
+            this.debug
+        };
+        if debug {
+            Self::debug_checks(slf, callback, method, check_thread)?;
+        }
+        Ok(debug)
+    }
+
+    /// `call_soon(callback, *args, context=context)`, its arguments parsed
+    /// (scheduling.rs). Outside debug mode, one borrow of the loop checks
+    /// it is open and queues a handle it kept for reuse (recycled.rs), if
+    /// it has one: each borrow is an atomic read-modify-write, and this is
+    /// the method asyncio calls most. The context is copied before the
+    /// borrow: copying allocates, and so may run a collection whose hook
+    /// borrows the loop. So is a new handle made.
+    pub(crate) fn call_soon_with(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let given = context.is_some();
+        let context = match context {
+            Some(c) => c,
+            None => crate::py::copy_context(py)?,
+        };
+        let mut this = slf.try_borrow_mut()?;
+        this.check_closed()?;
+        if this.debug {
+            // asyncio checks the thread and the callback first, and its
+            // handle keeps the stack it was made from.
+            drop(this);
+            Self::debug_checks(slf, callback, "call_soon", true)?;
+            let context = given.then_some(context);
+            return Self::push_soon(slf, callback, args, context, true);
+        }
+        let callback = callback.clone().unbind();
+        if let Some(handle) = this.recycled.pop() {
+            handle.get().refill(py, callback, args, context, !given);
+            Self::queue_made(slf, this, &handle)?;
+            return Ok(handle);
+        }
+        drop(this);
+        let loop_ = slf.clone().into_any().unbind();
+        let handle = Handle::made(callback, args, context, !given, loop_, None);
+        let handle = Py::new(py, handle)?;
+        Self::queue_made(slf, slf.try_borrow_mut()?, &handle)?;
+        Ok(handle)
+    }
+
+    /// `call_soon` without the checks: queue and return a new handle.
+    pub(crate) fn push_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let handle = Py::new(py, Self::make_handle(slf, callback, args, context, debug)?)?;
+        Self::queue_made(slf, slf.try_borrow_mut()?, &handle)?;
+        Ok(handle)
+    }
+
+    /// Puts a handle the loop just made at the end of its ready queue.
+    fn queue_made<'py>(
+        slf: &Bound<'py, Self>,
+        mut this: PyRefMut<'py, Self>,
+        handle: &Py<Handle>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let watched = match this.gc_watched {
+            Some(watched) => watched,
+            None => {
+                // Once per loop; `watch` calls into Python, so unborrowed.
+                drop(this);
+                let watched = crate::queued::watch(slf)?;
+                this = slf.try_borrow_mut()?;
+                this.gc_watched = Some(watched);
+                watched
+            }
+        };
+        let queued = if watched {
+            let len = this.ready.len();
+            this.first_unchecked.get_or_insert(len);
+            Queued::adopt(py, handle.clone_ref(py))
+        } else {
+            Queued::plain(handle.clone_ref(py))
+        };
+        this.ready.push_back(Ready::Native(queued));
+        Ok(())
+    }
+
+    /// `call_later(delay, callback, *args, context=context)`, its
+    /// arguments parsed (scheduling.rs).
+    pub(crate) fn call_later_with(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        // asyncio's `self.time() + delay`: a float or int adds in Rust; any
+        // other delay (or a replaced `time`) adds as Python would, so a str
+        // or a Decimal fails with the TypeError of `+`.
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let plain =
+            delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>();
+        let (replaced, now) = {
+            let this = slf.try_borrow()?;
+            (this.time_replaced(), this.clock_now())
+        };
+        if plain && !replaced {
+            let when = now + delay.extract::<f64>()?;
+            return Self::schedule_at(slf, when, None, callback, args, context);
+        }
+        let py = slf.py();
+        let now = if replaced {
+            slf.call_method0(pyo3::intern!(py, "time"))?
+        } else {
+            PyFloat::new(py, now).into_any()
+        };
+        let when = now.add(delay)?;
+        let (secs, given) = deadline(&when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
+    }
+
+    /// `call_at(when, callback, *args, context=context)`, its arguments
+    /// parsed (scheduling.rs).
+    pub(crate) fn call_at_with(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let (secs, given) = deadline(when)?;
+        Self::schedule_at(slf, secs, given, callback, args, context)
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        given: Option<Py<PyAny>>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let (debug, counter) = {
+            let this = slf.try_borrow()?;
+            this.check_closed()?;
+            (this.debug, this.cancelled_timers.clone())
+        };
+        if debug {
+            Self::debug_checks(slf, callback, "call_at", true)?;
+        }
+        let base = Self::make_handle(slf, callback, args, context, debug)?;
+        let init =
+            PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
+        let timer = Py::new(py, init)?;
+        let mut this = slf.try_borrow_mut()?;
+        this.timers.push(when, timer.clone_ref(py));
+        this.stats.timers_scheduled += 1;
+        Ok(timer)
+    }
+}
+
+/// A deadline as the heap orders it, and the object itself when it is not
+/// a float: asyncio's handle keeps that as its `when()`.
+fn deadline(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
+    let secs = seconds(when, "when cannot be None")?;
+    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind());
+    Ok((secs, given))
+}
+
+/// `float(x)` for a delay or deadline; None gets asyncio's own message.
+fn seconds(value: &Bound<'_, PyAny>, none_msg: &str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_msg.to_string()));
+    }
+    match value.extract::<f64>() {
+        Ok(secs) => Ok(secs),
+        // asyncio keeps any int as the deadline (`call_at(10**400)`); one
+        // beyond a float's range orders as the infinity of its sign.
+        Err(e)
+            if value.is_instance_of::<PyInt>()
+                && e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) =>
+        {
+            Ok(if value.lt(0)? {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
