@@ -182,7 +182,9 @@ impl Handle {
         let Some((cb, args)) = this.target(py) else {
             return Ok(());
         };
-        let cb = cb.bind(py);
+        // `Bound`s, and `args.release`, below: dropping a `Py` checks that
+        // the thread is attached (a thread-local read), for each reference.
+        let cb = &cb.into_bound(py);
         let context = this.context.get(py).into_bound(py);
         let context = &context;
         let result = if py::is_context(context) {
@@ -195,10 +197,12 @@ impl Handle {
                 .collect();
             context.call_method1(pyo3::intern!(py, "run"), PyTuple::new(py, call)?)
         };
-        match result {
+        let outcome = match result {
             Ok(_) => Ok(()),
             Err(err) => this.report(slf.as_any(), err, cb, &args.to_tuple(py)?),
-        }
+        };
+        args.release(py);
+        outcome
     }
 
     /// New references to the callback and its arguments, unless cancelled.
