@@ -28,7 +28,7 @@ use pyo3::PyTypeInfo;
 
 /// At most this many emptied handles wait per loop: enough for the
 /// callbacks of one busy iteration, little memory when idle.
-pub(crate) const KEPT: usize = 256;
+pub(crate) const KEPT: usize = 512;
 
 /// The emptied handles a loop keeps.
 #[derive(Default)]
