@@ -20,7 +20,7 @@ use crate::queued::Queued;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple, PyType};
 
 /// A method definition CPython keeps a pointer to for the type's lifetime.
@@ -101,6 +101,12 @@ pub(crate) fn install(class: &Bound<'_, PyType>) -> PyResult<()> {
     Ok(())
 }
 
+/// The first `context` keyword name seen that is not our interned one:
+/// `_asyncio`'s Tasks and Futures pass their own string object (on 3.11 a
+/// static one, not the interpreter's interned copy), and comparing
+/// addresses is cheaper than comparing text.
+static SEEN_CONTEXT_NAME: PyOnceLock<Py<PyString>> = PyOnceLock::new();
+
 /// A vectorcall's arguments, read as `method(self, <leading>, callback,
 /// *args, context=None)` declares them.
 struct Parsed<'py, const K: usize> {
@@ -149,18 +155,27 @@ unsafe fn parse<'py, const K: usize>(
     let mut context = None;
     if let Some(kwnames) = &kwnames {
         let interned = pyo3::intern!(py, "context");
+        let seen = SEEN_CONTEXT_NAME.get(py);
         for (i, name) in kwnames.iter().enumerate() {
             let value = arg(nargs + i);
-            if name.is(interned) {
+            // Most calls pass `context=` by the string object itself that
+            // the caller passed before: ours, or `_asyncio`'s own.
+            if name.is(interned) || seen.is_some_and(|s| name.is(s)) {
                 context = Some(value);
                 continue;
             }
             let name = name.cast_into::<PyString>()?;
-            let name = name.to_str()?;
-            if name == "context" {
+            let text = name.to_str()?;
+            if text == "context" {
+                if seen.is_none() {
+                    // Kept, so the object cannot go and its address be
+                    // another string's.
+                    let _first = SEEN_CONTEXT_NAME.set(py, name.clone().unbind());
+                }
                 context = Some(value);
                 continue;
             }
+            let name = text;
             let Some(slot) = names.iter().position(|n| *n == name) else {
                 return Err(PyTypeError::new_err(format!(
                     "BaseEventLoop.{method}() got an unexpected keyword argument '{name}'"
