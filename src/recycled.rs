@@ -27,7 +27,9 @@ use pyo3::prelude::*;
 use pyo3::PyTypeInfo;
 
 /// At most this many emptied handles wait per loop: enough for the
-/// callbacks of one busy iteration, little memory when idle.
+/// callbacks of one busy iteration, little memory when idle. Below the
+/// default gen-0 threshold (700): with 1,024 kept, 1,000 `sleep(0)` tasks
+/// started eight times the young collections in one measured run.
 pub(crate) const KEPT: usize = 512;
 
 /// The emptied handles a loop keeps.
