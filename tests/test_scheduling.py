@@ -32,7 +32,7 @@ def test_call_soon_runs_callbacks_in_fifo_order_with_their_args(loop):
 
 def test_call_soon_takes_its_arguments_as_asyncio_declares_them(loop):
     # `call_soon(self, callback, *args, context=None)`: ferroloop parses the
-    # vectorcall itself (call_soon.rs), so every form is checked here.
+    # vectorcall itself (scheduling.rs), so every form is checked here.
     out = []
 
     def record(*args):
