@@ -28,6 +28,7 @@ def test_a_handle_someone_holds_keeps_what_it_was_made_with(loop):
         pass
 
     held = loop.call_soon(f, 1, 2)
+    shown = repr(held)  # its arguments are in it before 3.13 (debug mode only from then)
     run_once(loop)
     for i in range(300):
         loop.call_soon(print, i).cancel()
@@ -35,7 +36,7 @@ def test_a_handle_someone_holds_keeps_what_it_was_made_with(loop):
     assert held._callback is f
     assert held._args == (1, 2)
     assert not held.cancelled()
-    assert "f(1, 2)" in repr(held)
+    assert repr(held) == shown
 
 
 def test_a_handle_with_a_weak_reference_dies_when_let_go(loop):
