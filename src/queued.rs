@@ -78,15 +78,7 @@ impl Queued {
     /// For the loop's traverse: the handle, or, while only the loop holds
     /// it and it is off the GC's lists, what the handle refers to.
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let ptr = self.0.as_ptr();
-        // SAFETY: `ptr` is live (our reference), and whoever traverses the
-        // loop holds the GIL. Both calls only read.
-        let only_ours = unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
-        if only_ours {
-            self.0.get().traverse_fields(visit, true)
-        } else {
-            visit.call(&*self.0)
-        }
+        traverse_loops(&self.0, visit)
     }
 
     /// Puts the handle (and its context) back on the GC's lists if someone
@@ -97,11 +89,15 @@ impl Queued {
 
     /// What `Drop` does, where the caller has the GIL's token.
     pub fn release(self, py: Python<'_>) {
+        let_go(py, self.into_handle());
+    }
+
+    /// The loop's reference, out of the wrapper without its `Drop`.
+    fn into_handle(self) -> Py<Handle> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the reference
         // is moved out exactly once.
-        let handle = unsafe { ManuallyDrop::take(&mut this.0) };
-        let_go(py, handle);
+        unsafe { ManuallyDrop::take(&mut this.0) }
     }
 
     /// After the handle ran: emptied and pushed to `emptied` for reuse if
@@ -112,10 +108,7 @@ impl Queued {
         py: Python<'_>,
         emptied: &mut Vec<Py<Handle>>,
     ) -> Option<crate::recycled::Emptied> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so the reference
-        // is moved out exactly once.
-        let handle = unsafe { ManuallyDrop::take(&mut this.0) };
+        let handle = self.into_handle();
         match crate::recycled::empty_if_alone(py, &handle) {
             Some(held) => {
                 emptied.push(handle);
@@ -126,6 +119,24 @@ impl Queued {
                 None
             }
         }
+    }
+}
+
+/// For the loop's traverse, of a handle it queued or keeps for reuse
+/// (recycled.rs): while the loop alone holds it, off the GC's lists, what
+/// the handle refers to, reported as the loop's; else the handle.
+pub(crate) fn traverse_loops(
+    handle: &Py<Handle>,
+    visit: &PyVisit<'_>,
+) -> Result<(), PyTraverseError> {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is live (the loop's reference), and whoever traverses
+    // the loop holds the GIL. Both calls only read.
+    let only_ours = unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
+    if only_ours {
+        handle.get().traverse_fields(visit, true)
+    } else {
+        visit.call(handle)
     }
 }
 

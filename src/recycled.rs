@@ -56,23 +56,11 @@ impl Recycled {
         std::mem::take(&mut self.0)
     }
 
-    /// For the loop's traverse: what each kept handle refers to (its loop)
-    /// while it is the loop's alone and off the GC's lists, else the
-    /// handle itself.
+    /// For the loop's traverse (`queued::traverse_loops`).
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for h in &self.0 {
-            let ptr = h.as_ptr();
-            // SAFETY: `ptr` is live (our reference), and whoever traverses
-            // the loop holds the GIL. Both calls only read.
-            let only_ours =
-                unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
-            if only_ours {
-                h.get().traverse_fields(visit, true)?;
-            } else {
-                visit.call(h)?;
-            }
-        }
-        Ok(())
+        self.0
+            .iter()
+            .try_for_each(|h| crate::queued::traverse_loops(h, visit))
     }
 }
 

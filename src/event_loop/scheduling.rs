@@ -110,6 +110,8 @@ static SEEN_CONTEXT_NAME: PyOnceLock<Py<PyString>> = PyOnceLock::new();
 /// A vectorcall's arguments, read as `method(self, <leading>, callback,
 /// *args, context=None)` declares them.
 struct Parsed<'py, const K: usize> {
+    /// `self`, the loop.
+    loop_: Bound<'py, LoopCore>,
     /// The positional-or-keyword parameters, `callback` last.
     leading: [Bound<'py, PyAny>; K],
     args: Args,
@@ -120,17 +122,22 @@ struct Parsed<'py, const K: usize> {
 /// Parses the arguments of one of the methods above, with pyo3's messages.
 ///
 /// # Safety
-/// The vectorcall protocol's contract: `args` holds the positional
-/// arguments followed by one value per name in `kwnames` (a tuple of str,
-/// or NULL), all alive for the call.
+/// Called from one of the methods above, by CPython's method descriptor
+/// under the vectorcall protocol: `slf` is a live instance of the loop's
+/// class or a subclass (the descriptor checked its type); `args` holds the
+/// positional arguments followed by one value per name in `kwnames` (a
+/// tuple of str, or NULL), all alive for the call.
 unsafe fn parse<'py, const K: usize>(
     py: Python<'py>,
+    slf: *mut ffi::PyObject,
     method: &str,
     names: [&str; K],
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Parsed<'py, K>> {
+    // SAFETY: the caller's contract: a live instance of the loop's class.
+    let loop_ = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
     // SAFETY: only masks the flag bit off the count.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
     let kwnames = if kwnames.is_null() {
@@ -214,6 +221,7 @@ unsafe fn parse<'py, const K: usize>(
     };
     let context = context.filter(|c| !c.is_none()).map(Bound::unbind);
     Ok(Parsed {
+        loop_,
         leading,
         args,
         context,
@@ -234,13 +242,10 @@ unsafe fn call_soon(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the caller's contract: `slf` is a live instance of the
-    // loop's class or a subclass (the descriptor checked its type).
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
     // SAFETY: the caller's contract.
-    let p = unsafe { parse(py, "call_soon", ["callback"], args, nargsf, kwnames) }?;
+    let p = unsafe { parse(py, slf, "call_soon", ["callback"], args, nargsf, kwnames) }?;
     let [callback] = &p.leading;
-    let handle = LoopCore::call_soon_with(&slf, callback, p.args, p.context)?;
+    let handle = LoopCore::call_soon_with(&p.loop_, callback, p.args, p.context)?;
     Ok(handle.into_ptr())
 }
 
@@ -255,13 +260,11 @@ unsafe fn call_later(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the caller's contract: `slf` is a live instance of the
-    // loop's class or a subclass (the descriptor checked its type).
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
     // SAFETY: the caller's contract.
     let p = unsafe {
         parse(
             py,
+            slf,
             "call_later",
             ["delay", "callback"],
             args,
@@ -270,7 +273,7 @@ unsafe fn call_later(
         )
     }?;
     let [delay, callback] = &p.leading;
-    let timer = LoopCore::call_later_with(&slf, delay, callback, p.args, p.context)?;
+    let timer = LoopCore::call_later_with(&p.loop_, delay, callback, p.args, p.context)?;
     Ok(timer.into_ptr())
 }
 
@@ -285,13 +288,20 @@ unsafe fn call_at(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the caller's contract: `slf` is a live instance of the
-    // loop's class or a subclass (the descriptor checked its type).
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
     // SAFETY: the caller's contract.
-    let p = unsafe { parse(py, "call_at", ["when", "callback"], args, nargsf, kwnames) }?;
+    let p = unsafe {
+        parse(
+            py,
+            slf,
+            "call_at",
+            ["when", "callback"],
+            args,
+            nargsf,
+            kwnames,
+        )
+    }?;
     let [when, callback] = &p.leading;
-    let timer = LoopCore::call_at_with(&slf, when, callback, p.args, p.context)?;
+    let timer = LoopCore::call_at_with(&p.loop_, when, callback, p.args, p.context)?;
     Ok(timer.into_ptr())
 }
 
