@@ -74,7 +74,8 @@ pub struct Handle {
     context: GilCell<Py<PyAny>>,
     /// The context is a copy made for this handle (`context=None`), which
     /// no one else holds unless handed out: the loop may keep it off the
-    /// GC's lists while it queues the handle (queued.rs).
+    /// GC's lists while it queues the handle (queued.rs) or, for a timer,
+    /// while it runs and holds it in its heap (parked.rs).
     copied_context: AtomicBool,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,

@@ -22,6 +22,7 @@ mod doorbell;
 mod errors;
 mod event_loop;
 mod handles;
+mod parked;
 mod poller;
 mod process;
 mod py;

@@ -30,10 +30,10 @@
 //! assuming it is on the GC's lists). `get_context()` puts it back before
 //! handing it out.
 //!
-//! Timer handles are left as they are: most are held by their caller
-//! (`asyncio.sleep`, `timeout`, `wait_for` keep theirs to cancel it), so
-//! the first rule would put them back at once. So is a handle the loop did
-//! not make (`_add_callback`, a reader's handle).
+//! Timer handles follow other rules (parked.rs): most are held by their
+//! caller (`asyncio.sleep`, `timeout`, `wait_for` keep theirs to cancel
+//! it), so the first rule would put them back at once. A handle the loop
+//! did not make (`_add_callback`, a reader's handle) is left as it is.
 
 use crate::event_loop::LoopCore;
 use crate::handles::Handle;

@@ -29,6 +29,7 @@ use crate::clock;
 use crate::doorbell::Doorbell;
 use crate::errors;
 use crate::handles::{Args, Handle, TimerHandle};
+use crate::parked::Parked;
 use crate::poller::Poller;
 use crate::queued::Queued;
 use crate::recycled::Recycled;
@@ -72,7 +73,10 @@ pub struct LoopCore {
     spare: VecDeque<Ready>,
     /// Handles that ran, emptied for the next `call_soon` (recycled.rs).
     recycled: Recycled,
-    timers: TimerHeap<Py<TimerHandle>>,
+    timers: TimerHeap<Parked>,
+    /// Inside `run_forever`'s own iterations: timers scheduled now are
+    /// kept off the GC's lists while in the heap (parked.rs).
+    in_run: bool,
     cancelled_timers: Arc<AtomicUsize>,
     fds: HashMap<RawFd, FdHandlers>,
     /// fd → the transport core that owns it (`loop._transports`, see
@@ -205,6 +209,7 @@ impl LoopCore {
             spare: VecDeque::new(),
             recycled: Recycled::default(),
             timers: TimerHeap::default(),
+            in_run: false,
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             fds: HashMap::new(),
             transports: HashMap::new(),
@@ -371,12 +376,26 @@ impl LoopCore {
     /// Iterates until `stop()`: the body of `run_forever`, whose set-up and
     /// tear-down stay in Python where asyncio's hooks live.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
-        loop {
-            run::run_once(slf)?;
-            if slf.try_borrow()?.stopping {
-                return Ok(());
+        slf.try_borrow_mut()?.in_run = true;
+        let result = loop {
+            if let Err(e) = run::run_once(slf) {
+                break Err(e);
+            }
+            match slf.try_borrow() {
+                Ok(this) if !this.stopping => {}
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        // A loop that is not running may become garbage: its timers go
+        // back on the GC's lists (parked.rs).
+        if let Ok(mut this) = slf.try_borrow_mut() {
+            this.in_run = false;
+            for t in this.timers.iter() {
+                t.track(slf.py());
             }
         }
+        result
     }
 
     fn stop(&mut self) {
@@ -412,6 +431,7 @@ impl LoopCore {
                 this.recycled.clear(),
             )
         };
+        let timers: Vec<_> = timers.into_iter().map(|t| t.release(slf.py())).collect();
         for t in &timers {
             t.get().unschedule();
         }
@@ -604,7 +624,7 @@ impl LoopCore {
         }
         self.recycled.traverse(&visit)?;
         for t in self.timers.iter() {
-            visit.call(t)?;
+            visit.call(&**t)?;
         }
         for h in self.fds.values() {
             h.traverse(&visit, &mut seen)?;

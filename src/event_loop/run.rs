@@ -27,7 +27,10 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         if this.timers.should_purge(cancelled) {
             garbage = this
                 .timers
-                .purge(|t| t.bind(py).as_super().get().is_cancelled());
+                .purge(|t| t.bind(py).as_super().get().is_cancelled())
+                .into_iter()
+                .map(|t| t.release(py))
+                .collect();
             this.cancelled_timers
                 .fetch_sub(garbage.len().min(cancelled), Ordering::Relaxed);
         } else {
@@ -38,7 +41,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             {
                 if let Some((_, t)) = this.timers.pop() {
                     this.cancelled_timers.fetch_sub(1, Ordering::Relaxed);
-                    garbage.push(t);
+                    garbage.push(t.release(py));
                 }
             }
         }
@@ -177,6 +180,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             let Some((_, t)) = this.timers.pop() else {
                 break;
             };
+            let t = t.release(py);
             t.get().unschedule();
             if t.bind(py).as_super().get().is_cancelled() {
                 this.stats.timers_cancelled_dropped += 1;

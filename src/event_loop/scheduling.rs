@@ -16,6 +16,7 @@
 
 use super::{LoopCore, Ready};
 use crate::handles::{Args, Handle, TimerHandle};
+use crate::parked::Parked;
 use crate::queued::Queued;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -520,7 +521,8 @@ impl LoopCore {
             PyClassInitializer::from(base).add_subclass(TimerHandle::new(when, given, counter));
         let timer = Py::new(py, init)?;
         let mut this = slf.try_borrow_mut()?;
-        this.timers.push(when, timer.clone_ref(py));
+        let parked = Parked::new(py, timer.clone_ref(py), this.in_run);
+        this.timers.push(when, parked);
         this.stats.timers_scheduled += 1;
         Ok(timer)
     }
