@@ -36,13 +36,32 @@ static ASYNCIO: PyOnceLock<Asyncio> = PyOnceLock::new();
 impl Asyncio {
     /// `futures.Future`, as it is now.
     pub fn future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.futures.bind(py).getattr(pyo3::intern!(py, "Future"))
+        module_attr(self.futures.bind(py), pyo3::intern!(py, "Future"))
     }
 
     /// `tasks.Task`, as it is now.
     pub fn task<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.tasks.bind(py).getattr(pyo3::intern!(py, "Task"))
+        module_attr(self.tasks.bind(py), pyo3::intern!(py, "Task"))
     }
+}
+
+/// `module.name`. For a plain module (of the exact module type, so no
+/// descriptor of a subclass can intercept the name) that has it in its
+/// `__dict__`, that is what the dict holds, read without the generic
+/// attribute lookup (about 150 instructions per `create_future`, by
+/// callgrind); otherwise, and for a module `__getattr__`, a real getattr.
+fn module_attr<'py>(
+    module: &Bound<'py, PyModule>,
+    name: &Bound<'py, pyo3::types::PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::types::PyDictMethods;
+    use pyo3::PyTypeInfo;
+    if module.get_type().is(PyModule::type_object(module.py())) {
+        if let Some(value) = module.dict().get_item(name)? {
+            return Ok(value);
+        }
+    }
+    module.getattr(name)
 }
 
 pub fn asyncio(py: Python<'_>) -> PyResult<&'static Asyncio> {

@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 import sys
+import types
 
 import pytest
 
@@ -428,6 +429,31 @@ def test_create_task_and_future_use_the_classes_asyncio_has_now(loop, monkeypatc
 
     monkeypatch.setattr(asyncio.tasks, "Task", MyTask)
     monkeypatch.setattr(asyncio.futures, "Future", MyFuture)
+    task = loop.create_task(value(1))
+    future = loop.create_future()
+    assert type(task) is MyTask and type(future) is MyFuture
+    future.set_result(2)
+    assert loop.run_until_complete(asyncio.gather(task, future)) == [1, 2]
+
+
+@pytest.mark.parametrize("how", ["module_subclass", "module_getattr"])
+def test_create_task_and_future_look_the_classes_up_as_attributes(loop, monkeypatch, how):
+    # Not only what the modules' dicts hold: an attribute lookup, which a
+    # module subclass's descriptor or a module `__getattr__` answers.
+    class MyTask(asyncio.Task):
+        pass
+
+    class MyFuture(asyncio.Future):
+        pass
+
+    mine = {"Task": MyTask, "Future": MyFuture}
+    for module, name in ((asyncio.tasks, "Task"), (asyncio.futures, "Future")):
+        if how == "module_subclass":
+            cls = type(name + "Module", (types.ModuleType,), {name: property(lambda _self, n=name: mine[n])})
+            monkeypatch.setattr(module, "__class__", cls)
+        else:
+            monkeypatch.delattr(module, name)
+            monkeypatch.setattr(module, "__getattr__", lambda n: mine[n], raising=False)
     task = loop.create_task(value(1))
     future = loop.create_future()
     assert type(task) is MyTask and type(future) is MyFuture
