@@ -93,12 +93,12 @@ impl Deref for Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        // SAFETY: the reference is moved out here only, once.
-        let timer = unsafe { ManuallyDrop::take(&mut self.0) };
         // The heap is only touched with the GIL held, so this attaches for
         // free; it is here for soundness, not for speed.
         Python::attach(|py| {
-            let timer = Parked(ManuallyDrop::new(timer)).release(py);
+            self.track(py);
+            // SAFETY: the reference is moved out here only, once.
+            let timer = unsafe { ManuallyDrop::take(&mut self.0) };
             drop(timer.into_bound(py));
         });
     }

@@ -8,7 +8,6 @@ import gc
 import weakref
 
 import pytest
-from conftest import run_once, scheduled_timers
 
 
 class Owner:
